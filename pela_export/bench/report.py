@@ -1,0 +1,350 @@
+"""The run report: one JSON file for machines (stable keys, versioned schema)
+and one Markdown file for people, built from the results of every stage.
+
+Later stages reload ``report.json`` through :func:`load_report`, which
+validates it, so a stale or hand-edited report fails with the missing key
+named instead of a KeyError deep in the code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import math
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import ensure_writable_dir, write_json_atomic, write_text_atomic
+from ..errors import ArtifactError
+from .flops import FlopCount
+from .sizes import OnnxFileSize
+from .stats import LatencyStats
+
+REPORT_SCHEMA_VERSION = 1
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+TOOL_NAME = "pela-export"
+VARIANTS = ("original", "compressed")
+BACKENDS = ("onnxruntime", "torch_eager")
+
+#: Top-level keys in the order they are written.
+REPORT_KEYS = ("schema_version", "tool", "model", "settings", "compression", "export", "verification",
+               "benchmarks", "comparison", "accuracy", "automatic_choices", "environment", "artifacts")
+#: Keys whose absence makes a report unusable (``accuracy`` may be null but must exist).
+REQUIRED_KEYS = ("schema_version", "tool", "model", "compression", "export", "verification",
+                 "benchmarks", "comparison", "accuracy", "automatic_choices", "environment")
+REQUIRED_NESTED = (("tool", "version"), ("model", "name"), ("compression", "ratio"),
+                   ("compression", "layers"), ("benchmarks", "original"), ("benchmarks", "compressed"))
+VARIANT_KEYS = ("params", "flops", "onnx_size", "latency", "threads")
+
+
+@dataclass
+class VariantBenchmark:
+    """Everything measured for one model variant ("original" or "compressed").
+
+    ``latency`` maps backend → batch size → stats, e.g.
+    ``{"onnxruntime": {1: LatencyStats, 8: LatencyStats}, "torch_eager": {...}}``.
+    """
+
+    params_torch: int
+    params_onnx: int | None = None
+    flops: FlopCount | None = None
+    onnx_size: OnnxFileSize | None = None
+    latency: Mapping[str, Mapping[int | str, LatencyStats | Mapping[str, Any]]] = field(default_factory=dict)
+    threads: Mapping[str, int | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        latency = {str(backend): {str(b): to_plain(s)
+                                  for b, s in sorted(per.items(), key=lambda kv: _batch_key(kv[0]))}
+                   for backend, per in self.latency.items()}
+        threads = dict(self.threads)
+        for backend, per in latency.items():  # fall back to the count recorded in the stats
+            if threads.get(backend) is None:
+                threads[backend] = next((s.get("threads") for s in per.values() if s.get("threads")), None)
+        return {
+            "params": {"torch": int(self.params_torch),
+                       "onnx": None if self.params_onnx is None else int(self.params_onnx)},
+            "flops": to_plain(self.flops),
+            "onnx_size": to_plain(self.onnx_size),
+            "latency": latency,
+            "threads": to_plain(threads),
+        }
+
+
+def to_plain(obj: Any) -> Any:
+    """Convert dataclasses, numpy values, paths and dtypes to JSON-ready values.
+
+    Non-finite floats become None, because strict JSON has no NaN/Infinity.
+    """
+    if obj is None or isinstance(obj, (bool, str, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return to_plain(obj.to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_plain(dataclasses.asdict(obj))
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, np.generic):
+        return to_plain(obj.item())
+    if isinstance(obj, np.ndarray):
+        return to_plain(obj.tolist())
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return str(obj)  # torch.dtype, enums, ...: their readable name
+
+
+def tool_version() -> str:
+    """pela_export.__version__, else the installed distribution's version."""
+    try:
+        import pela_export  # noqa: PLC0415
+
+        version = getattr(pela_export, "__version__", None)
+        if isinstance(version, str) and version:
+            return version
+    except ImportError:
+        pass
+    try:
+        return importlib.metadata.version(TOOL_NAME)
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions, platform and CPU facts needed to interpret (and reproduce) timings."""
+    try:
+        usable_cpus: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable_cpus = None
+    info: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable_cpus,
+    }
+    for dist in ("torch", "onnx", "onnxruntime", "timm", "numpy"):
+        info[dist] = _dist_version(dist)
+    try:
+        import torch  # noqa: PLC0415
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda_available"] = bool(torch.cuda.is_available())
+        info["cuda_device"] = torch.cuda.get_device_name(0) if info["cuda_available"] else None
+    except ImportError:
+        info["torch_threads"] = info["cuda_available"] = info["cuda_device"] = None
+    return info
+
+
+def _variant(d: Any) -> dict[str, Any]:
+    """Accept a VariantBenchmark, its to_dict() form, or its keyword arguments as a dict."""
+    if isinstance(d, Mapping) and "params_torch" in d:
+        d = VariantBenchmark(**d)
+    if isinstance(d, VariantBenchmark):
+        return d.to_dict()
+    plain = to_plain(d)
+    if not isinstance(plain, dict):
+        raise ArtifactError(f"benchmark results must be a mapping, got {type(d).__name__}",
+                            fix="pass VariantBenchmark objects (or their to_dict()) for each variant")
+    out = {k: plain.get(k) for k in VARIANT_KEYS}
+    out.update({k: v for k, v in plain.items() if k not in out})
+    out["latency"] = out["latency"] or {}
+    out["threads"] = out["threads"] or {}
+    return out
+
+
+def _batch_key(k: Any) -> tuple[int, int, str]:
+    """Sort batch sizes numerically, anything unexpected after them."""
+    s = str(k)
+    return (0, int(s), "") if s.isdigit() else (1, 0, s)
+
+
+def _get(d: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(key)
+    return d
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    """compressed / original; None when either side is missing or original is 0."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and a != 0:
+        return float(b) / float(a)
+    return None
+
+
+def _row(metric: str, key: str, original: Any, compressed: Any, ratio: bool = True) -> dict[str, Any]:
+    return {"metric": metric, "key": key, "original": original, "compressed": compressed,
+            "ratio": _ratio(original, compressed) if ratio else None}
+
+
+def build_comparison(benchmarks: Mapping[str, Any], accuracy: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Side-by-side rows (metric | original | compressed | compressed/original) for the table."""
+    orig, comp = benchmarks.get("original", {}), benchmarks.get("compressed", {})
+    rows = [
+        _row("Parameters (PyTorch)", "params.torch", _get(orig, ["params", "torch"]), _get(comp, ["params", "torch"])),
+        _row("Parameters (ONNX)", "params.onnx", _get(orig, ["params", "onnx"]), _get(comp, ["params", "onnx"])),
+        _row("FLOPs / sample", "flops.flops_per_sample",
+             _get(orig, ["flops", "flops_per_sample"]), _get(comp, ["flops", "flops_per_sample"])),
+        _row("MACs / sample", "flops.macs_per_sample",
+             _get(orig, ["flops", "macs_per_sample"]), _get(comp, ["flops", "macs_per_sample"])),
+        _row("ONNX file size (MB)", "onnx_size.mb", _get(orig, ["onnx_size", "mb"]), _get(comp, ["onnx_size", "mb"])),
+    ]
+    lat_o, lat_c = orig.get("latency") or {}, comp.get("latency") or {}
+    backends = [b for b in BACKENDS if b in lat_o or b in lat_c]
+    backends += sorted((set(lat_o) | set(lat_c)) - set(BACKENDS))
+    for backend in backends:
+        batches = sorted(set(lat_o.get(backend, {})) | set(lat_c.get(backend, {})), key=_batch_key)
+        for batch in batches:
+            for stat, label in (("p50_ms", "p50 (ms)"), ("p90_ms", "p90 (ms)"), ("p99_ms", "p99 (ms)"),
+                                ("throughput", "throughput (samples/s)")):
+                path = [backend, batch, stat]
+                rows.append(_row(f"{backend} b={batch} {label}", f"latency.{backend}.{batch}.{stat}",
+                                 _get(lat_o, path), _get(lat_c, path)))
+    if accuracy:
+        rows.append(_row("Top-1 accuracy", "accuracy.top1", accuracy.get("top1_reference"),
+                         accuracy.get("top1_candidate")))
+        rows.append(_row("Top-1 agreement with original", "accuracy.top1_agreement", None,
+                         accuracy.get("top1_agreement"), ratio=False))
+        rows.append(_row("Mean logit cosine vs original", "accuracy.cosine_mean", None,
+                         accuracy.get("cosine_mean"), ratio=False))
+    return rows
+
+
+def build_report(*, model: Mapping[str, Any], compression: Mapping[str, Any], export: Mapping[str, Any] | None,
+                 verification: Mapping[str, Any] | Sequence[Any] | None,
+                 benchmarks: Mapping[str, VariantBenchmark | Mapping[str, Any]],
+                 accuracy: Mapping[str, Any] | None = None, automatic_choices: Sequence[str] = (),
+                 environment: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None,
+                 artifacts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Assemble the report dict (validated) from each stage's results.
+
+    ``model`` is ``LoadedModel.describe()``; ``compression`` holds ``ratio``,
+    ``layers`` (rows with name, shape, rank, params_before, params_after,
+    rel_error) and ``totals``; ``benchmarks`` has "original" and "compressed".
+    ``environment`` defaults to :func:`environment_info` now.
+    """
+    missing = [v for v in VARIANTS if v not in benchmarks]
+    if missing:
+        raise ArtifactError(f"benchmark results for {missing} are missing",
+                            fix="benchmark both the original and the compressed model before reporting")
+    bench = {v: _variant(benchmarks[v]) for v in VARIANTS}
+    acc = to_plain(accuracy)
+    comp = to_plain(compression) or {}
+    comp.setdefault("layers", [])
+    comp.setdefault("totals", {})
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "tool": {"name": TOOL_NAME, "version": tool_version()},
+        "model": to_plain(model),
+        "settings": to_plain(settings) or {},
+        "compression": comp,
+        "export": to_plain(export) or {},
+        "verification": to_plain(verification) or {},
+        "benchmarks": bench,
+        "comparison": build_comparison(bench, acc),
+        "accuracy": acc,
+        "automatic_choices": [str(c) for c in automatic_choices],
+        "environment": to_plain(environment) if environment is not None else environment_info(),
+        "artifacts": to_plain(artifacts) or {},
+    }
+    return validate_report(report)
+
+
+def _missing(key: str) -> ArtifactError:
+    return ArtifactError(f"report is missing required key {key!r}",
+                         fix="re-run the full pipeline to regenerate report.json (it is stale or was edited)")
+
+
+def validate_report(d: Any) -> dict[str, Any]:
+    """Check schema version and required keys; returns ``d`` for chaining."""
+    if not isinstance(d, Mapping):
+        raise ArtifactError(f"report must be a JSON object, got {type(d).__name__}",
+                            fix="re-run the full pipeline to regenerate report.json")
+    if "schema_version" not in d:
+        raise _missing("schema_version")
+    version = d["schema_version"]
+    if version != REPORT_SCHEMA_VERSION:
+        raise ArtifactError(f"report schema_version is {version!r}, this tool reads {REPORT_SCHEMA_VERSION}",
+                            fix="regenerate the report with this version of pela-export (or use the matching version)")
+    for key in REQUIRED_KEYS:
+        if key not in d:
+            raise _missing(key)
+    for path in REQUIRED_NESTED:
+        parent = _get(d, path[:-1])
+        if not isinstance(parent, Mapping) or path[-1] not in parent:
+            raise _missing(".".join(path))
+    for variant in VARIANTS:
+        entry = d["benchmarks"][variant]
+        if not isinstance(entry, Mapping):
+            raise ArtifactError(f"report key 'benchmarks.{variant}' must be an object",
+                                fix="re-run the full pipeline to regenerate report.json")
+        for key in VARIANT_KEYS:
+            if key not in entry:
+                raise _missing(f"benchmarks.{variant}.{key}")
+    if not isinstance(d["automatic_choices"], list) or not all(isinstance(c, str) for c in d["automatic_choices"]):
+        raise ArtifactError("report key 'automatic_choices' must be a list of strings",
+                            fix="re-run the full pipeline to regenerate report.json")
+    if not isinstance(d["compression"]["layers"], list):
+        raise ArtifactError("report key 'compression.layers' must be a list",
+                            fix="re-run the full pipeline to regenerate report.json")
+    return d  # type: ignore[return-value]
+
+
+def ordered(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level keys in :data:`REPORT_KEYS` order, unknown extras last (sorted)."""
+    out = {k: report[k] for k in REPORT_KEYS if k in report}
+    out.update({k: report[k] for k in sorted(report) if k not in out})
+    return out
+
+
+def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Validate, then atomically write ``report.json`` and ``report.md`` into ``out_dir``."""
+    from .markdown import render_markdown  # noqa: PLC0415  (markdown imports this module)
+
+    data = dict(report)
+    data.setdefault("schema_version", REPORT_SCHEMA_VERSION)
+    data.setdefault("tool", {"name": TOOL_NAME, "version": tool_version()})
+    data = ordered(to_plain(data))
+    validate_report(data)
+    out = ensure_writable_dir(out_dir)
+    json_path = write_json_atomic(out / REPORT_JSON, data)
+    md_path = write_text_atomic(out / REPORT_MD, render_markdown(data))
+    return json_path, md_path
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a report.json (``path`` may be the file or its directory)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / REPORT_JSON
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"report {str(p)!r} does not exist",
+                            fix="run the full pipeline first so report.json is written") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"cannot read report {str(p)!r}: {exc}",
+                            fix="re-run the full pipeline to regenerate report.json") from None
+    return validate_report(data)
