@@ -82,9 +82,14 @@ def bench_torch_eager(model: nn.Module, example: torch.Tensor, warmup: int = 5, 
         raise OptionError("the benchmark input must be a tensor with a batch dimension",
                           fix="pass an example input shaped (batch, *input_shape)")
     batch = int(example.shape[0])
+    def call() -> Any:
+        out = model(example)
+        if example.is_cuda:  # CUDA launches are asynchronous: time the finished work
+            torch.cuda.synchronize(example.device)
+        return out
+
     with torch_threads(threads) as used, eval_mode(model), torch.inference_mode():
-        return time_callable(lambda: model(example), warmup, runs, batch,
-                             threads=used, allow_few_runs=allow_few_runs)
+        return time_callable(call, warmup, runs, batch, threads=used, allow_few_runs=allow_few_runs)
 
 
 def bench_onnxruntime(onnx_path: str | os.PathLike[str], input_name: str, example: np.ndarray,

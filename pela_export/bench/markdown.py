@@ -105,14 +105,15 @@ def _layers(comp: Mapping[str, Any]) -> list[str]:
     if not layers:
         return lines + ["_No layers were factorised._", ""]
     rows = [[f"`{_esc(row.get('name', '?'))}`", fmt(row.get("shape"), "shape"), fmt(row.get("rank")),
-             f"{fmt(row.get('params_before'))} → {fmt(row.get('params_after'))}", fmt(row.get("rel_error"))]
+             f"{fmt(row.get('params_before'))} → {fmt(row.get('params_after'))}", fmt(row.get("rel_error")),
+             _esc(row.get("reason", "") if row.get("status", "factorized") == "factorized" else f"skipped: {row.get('reason', '')}")]
             for row in layers]
     totals = comp.get("totals") or {}
     if totals:
-        rows.append(["**total**", "", "",
-                     f"{fmt(totals.get('params_before'))} → {fmt(totals.get('params_after'))}",
-                     fmt(totals.get("rel_error"))])
-    return lines + table(["Layer", "Shape", "Rank", "Params before → after", "Rel. error"], rows)
+        rows.append(["**total (factorized layers)**", "", "",
+                     f"{fmt(totals.get('params_before_factorized_layers'))} → {fmt(totals.get('params_after_factorized_layers'))}",
+                     "", f"{totals.get('layers_factorized')}/{totals.get('layers_eligible')} layers factorized"])
+    return lines + table(["Layer", "Shape", "Rank", "Params before → after", "Rel. error", "Note"], rows)
 
 
 def _scalar(v: Any) -> bool:
@@ -161,6 +162,7 @@ def _header(report: Mapping[str, Any]) -> list[str]:
     env = report.get("environment") or {}
     tool = report.get("tool") or {}
     totals = comp.get("totals") or {}
+    params = comp.get("params") or {}
     lines = [f"# PELA export report: {_esc(model.get('name', '?'))}", ""]
     facts = [
         ("Source", model.get("source")), ("Family", model.get("family")),
@@ -168,8 +170,13 @@ def _header(report: Mapping[str, Any]) -> list[str]:
                   f"({model.get('input_dtype', '?')}, shape from {model.get('input_shape_origin', '?')})"),
         ("Output", model.get("output_name")),
         ("Compression ratio", fmt(comp.get("ratio")) if comp.get("ratio") is not None else None),
-        ("Parameters", f"{fmt(totals.get('params_before'))} → {fmt(totals.get('params_after'))}"
-         if totals else None),
+        ("Parameters (whole model)", f"{fmt(params.get('original'))} → {fmt(params.get('compressed'))}"
+         if params else None),
+        ("Parameters in factorized layers",
+         f"{fmt(totals.get('params_before_factorized_layers'))} → {fmt(totals.get('params_after_factorized_layers'))} "
+         f"({100 * totals.get('reduction_in_factorized_layers', 0):.1f}% fewer, "
+         f"{totals.get('layers_factorized')}/{totals.get('layers_eligible')} eligible layers factorized)"
+         if totals.get("params_before_factorized_layers") is not None else None),
         ("Generated", env.get("date")),
         ("Tool", f"{tool.get('name', 'pela-export')} {tool.get('version', '?')}, "
                  f"report schema {report.get('schema_version')}"),

@@ -71,7 +71,7 @@ class CompressionResult:
             "align": self.align,
             "include": self.include,
             "exclude": self.exclude,
-            "layers": [asdict(r) for r in self.layers],
+            "layers": [asdict(r) | {"shape": [r.out_features, r.in_features]} for r in self.layers],
             "totals": self.totals(),
         }
 

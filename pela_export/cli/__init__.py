@@ -1,0 +1,1 @@
+"""Command-line interface; see :func:`pela_export.cli.main.main`."""

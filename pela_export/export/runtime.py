@@ -1,0 +1,58 @@
+"""ONNX Runtime session helpers, imported lazily so the package loads without it."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DependencyError, OnnxCheckError, OptionError
+
+CPU = "CPUExecutionProvider"
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise DependencyError(f"onnxruntime is not importable ({exc})",
+                              fix="pip install onnxruntime (or onnxruntime-gpu)") from None
+    return onnxruntime
+
+
+def ort_session(path: str | os.PathLike[str], threads: int | None = None,
+                providers: Sequence[str] = (CPU,)) -> Any:
+    """An InferenceSession on ``providers`` (CPU by default: the numeric reference).
+
+    ``threads`` caps intra-op threads so verification on shared machines stays polite;
+    ``None`` lets ONNX Runtime decide.
+    """
+    ort = _onnxruntime()
+    p = Path(path)
+    if not p.is_file():
+        raise OnnxCheckError("ONNX file not found", fix="run the export stage first or pass an existing --onnx file",
+                             where=str(p))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only: ORT's unused-initializer chatter is not actionable
+    if threads is not None:
+        if threads < 1:
+            raise OptionError(f"threads must be >= 1, got {threads}", fix="pass --threads with a positive integer")
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(p), sess_options=opts, providers=list(providers))
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()
+        raise OnnxCheckError(
+            f"ONNX Runtime cannot load the model: {msg[0] if msg else type(exc).__name__}",
+            fix="re-export (try --legacy-exporter or another --opset) or --simplifier none",
+            where=str(p)) from exc
+
+
+def ort_run(session: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run all outputs and return them by name."""
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, dict(feeds))
+    return dict(zip(names, values))

@@ -1,0 +1,141 @@
+"""PyTorch vs ONNX Runtime (CPU) on several batches, judged by the one comparator.
+
+Several batch sizes because a wrongly specialised batch axis only shows up at a
+batch size other than the export example's; real data because random inputs can
+hide saturation (e.g. softmax) problems.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InputShapeError, OptionError, VerificationError
+from ..models.base import LoadedModel, Tolerance
+from .compare import DEFAULT_FIX, Comparison, compare_outputs
+from .runtime import ort_run, ort_session
+
+
+@dataclass
+class VerifyResult:
+    """Per-output aggregates over all inputs plus every per-input comparison."""
+
+    ok: bool
+    tol: Tolerance
+    onnx_path: Path
+    batch_sizes: list[int]
+    outputs: dict[str, dict[str, Any]]
+    comparisons: list[Comparison] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def failures(self) -> list[str]:
+        return [f"input #{i} (batch {self.batch_sizes[i]}): {line}"
+                for i, c in enumerate(self.comparisons) for line in c.failures()]
+
+    def raise_if_failed(self, stage: str = "verify", *, fix: str = DEFAULT_FIX) -> None:
+        if self.ok:
+            return
+        bad = sum(1 for c in self.comparisons if not c.ok)
+        raise VerificationError(
+            f"ONNX Runtime disagrees with PyTorch on {bad} of {len(self.comparisons)} input batch(es) "
+            f"(atol={self.tol.atol:g}, rtol={self.tol.rtol:g})",
+            failures=self.failures(), fix=fix, where=stage)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "tolerance": asdict(self.tol), "onnx": str(self.onnx_path),
+                "batch_sizes": self.batch_sizes, "outputs": self.outputs, "seconds": round(self.seconds, 3),
+                "per_input": [c.to_dict() for c in self.comparisons]}
+
+
+def _torch_outputs(model: nn.Module, x: np.ndarray, output_name: str, onnx_names: list[str]) -> dict[str, np.ndarray]:
+    """Name PyTorch's outputs like the ONNX graph's (single tensor, tuple or dict)."""
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+    if isinstance(out, torch.Tensor):
+        return {output_name: out.detach().cpu().numpy()}
+    if isinstance(out, dict):
+        return {str(k): v.detach().cpu().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
+    if isinstance(out, (tuple, list)):
+        tensors = [v for v in out if isinstance(v, torch.Tensor)]
+        names = onnx_names if len(onnx_names) == len(tensors) else [f"{output_name}_{i}" for i in range(len(tensors))]
+        return {n: t.detach().cpu().numpy() for n, t in zip(names, tensors)}
+    raise VerificationError(f"model returned {type(out).__name__}, not a tensor/tuple/dict",
+                            fix="wrap the model so forward returns a tensor")
+
+
+def _aggregate(name: str, comps: list[Comparison]) -> dict[str, Any]:
+    stats = [o for c in comps for o in c.outputs if o.name == name]
+    numeric = [s for s in stats if s.max_abs_err is not None]
+    total = sum(s.numel for s in numeric) or 1
+    return {
+        "ok": all(s.ok for s in stats),
+        "inputs": len(stats),
+        "failed_inputs": sum(1 for s in stats if not s.ok),
+        "max_abs_err": max((s.max_abs_err for s in numeric), default=None),
+        "mean_abs_err": (sum((s.mean_abs_err or 0.0) * s.numel for s in numeric) / total) if numeric else None,
+        "max_rel_err": max((s.max_rel_err for s in numeric), default=None),
+        "num_out_of_tol": sum(s.num_out_of_tol for s in stats),
+        "problems": sorted({s.problem for s in stats if s.problem and s.max_abs_err is None}),
+    }
+
+
+def verify_onnx(torch_model: nn.Module, onnx_path: str | os.PathLike[str], inputs: Sequence[np.ndarray],
+                tol: Tolerance, input_name: str, output_name: str, *, threads: int | None = None) -> VerifyResult:
+    """Run both backends on each input batch; never raises on disagreement (see ``ok``)."""
+    if not inputs:
+        raise OptionError("no verification inputs", fix="pass at least one input batch (e.g. --verify-samples 1)")
+    start = time.perf_counter()
+    session = ort_session(onnx_path, threads=threads)
+    onnx_inputs = [i.name for i in session.get_inputs()]
+    if input_name not in onnx_inputs:
+        raise InputShapeError(f"ONNX input {input_name!r} not found (graph inputs: {onnx_inputs})",
+                              fix="export again with the same input name, or pass the graph's input name",
+                              where=str(onnx_path))
+    onnx_names = [o.name for o in session.get_outputs()]
+    was_training = torch_model.training
+    torch_model.eval()
+    comps: list[Comparison] = []
+    try:
+        for x in inputs:
+            ref = _torch_outputs(torch_model, np.ascontiguousarray(x), output_name, onnx_names)
+            cand = ort_run(session, {input_name: np.ascontiguousarray(x)})
+            comps.append(compare_outputs(ref, cand, tol, ref_name="pytorch", cand_name="onnxruntime"))
+    finally:
+        torch_model.train(was_training)
+    names = list(dict.fromkeys(o.name for c in comps for o in c.outputs))
+    return VerifyResult(ok=all(c.ok for c in comps), tol=tol, onnx_path=Path(onnx_path),
+                        batch_sizes=[int(np.shape(x)[0]) if np.ndim(x) else 1 for x in inputs],
+                        outputs={n: _aggregate(n, comps) for n in names}, comparisons=comps,
+                        seconds=time.perf_counter() - start)
+
+
+def make_verification_inputs(loaded: LoadedModel, real: np.ndarray | None = None, n_random: int = 3,
+                             batch_sizes: Sequence[int] = (1, 4), seed: int = 0) -> list[np.ndarray]:
+    """Seeded random batches cycling through ``batch_sizes``, then ``real`` split into
+    batches of at most ``max(batch_sizes)``."""
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
+        raise OptionError(f"batch sizes must be positive, got {list(batch_sizes)}",
+                          fix="pass --verify-batch-sizes with positive integers")
+    if n_random < 0:
+        raise OptionError(f"n_random must be >= 0, got {n_random}", fix="pass a non-negative --verify-samples")
+    out = [loaded.dummy_input(batch_sizes[i % len(batch_sizes)], seed=seed + i).numpy() for i in range(n_random)]
+    if real is not None:
+        real = np.asarray(real)
+        if tuple(real.shape[1:]) != tuple(loaded.input_shape):
+            raise InputShapeError(
+                f"real inputs have shape {list(real.shape)}; the model takes [batch, {', '.join(map(str, loaded.input_shape))}]",
+                fix="pass --input-shape matching the data, or data matching the model")
+        dtype = torch.empty((), dtype=loaded.input_dtype).numpy().dtype
+        step = max(batch_sizes)
+        out += [np.ascontiguousarray(real[i:i + step].astype(dtype, copy=False)) for i in range(0, len(real), step)]
+    if not out:
+        raise OptionError("no verification inputs (n_random=0 and no real data)",
+                          fix="pass --verify-samples >= 1 or a dataset")
+    return out

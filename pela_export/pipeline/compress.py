@@ -1,0 +1,40 @@
+"""Stage 1: model → factorized model, saved as checkpoint + spec + rank table."""
+from __future__ import annotations
+
+from typing import Any
+
+from .._io import write_text_atomic
+from ..bench import count_params
+from ..lowrank import factorize_model, format_rank_table, save_compressed
+from .context import Context, log
+
+
+def compress_stage(ctx: Context) -> dict[str, Any]:
+    """Factorize, save (atomically) and record; returns the stage record."""
+    cfg = ctx.cfg
+    log(f"compressing {ctx.loaded.name}: method={cfg.method}, rank policy={cfg.rank_policy}, k={cfg.ratio:g}"
+        + (f", align={cfg.align}" if cfg.align else ""))
+    result = factorize_model(ctx.original(), ratio=cfg.ratio, method=cfg.method, rank_policy=cfg.rank_policy,
+                             align=cfg.align, include=cfg.include, exclude=cfg.exclude)
+    if not result.factorized:
+        from ..errors import OptionError
+
+        raise OptionError(
+            f"no layer of {ctx.loaded.name!r} was factorized ({len(result.layers)} eligible, all skipped)",
+            fix="check --include/--exclude globs against the layer names (`pela-export inspect MODEL`), or lower --ratio")
+    if cfg.include is None or cfg.exclude is None:
+        ctx.note("layer selection uses the default globs (attention and MLP linears; patch embed, norms, head kept dense)")
+    source = {"model": ctx.loaded.source, "checkpoint": cfg.checkpoint, "input_shape": list(ctx.loaded.input_shape)}
+    save_compressed(result, ctx.artifacts.compressed_ckpt, ctx.artifacts.lowrank_spec, source=source)
+    table = format_rank_table(result)
+    write_text_atomic(ctx.artifacts.rank_table, f"# Ranks: {ctx.loaded.name} (k={cfg.ratio:g})\n\n{table}\n")
+    print(table)
+    ctx.set_compressed(result.model)
+    record = {
+        "compression": result.to_dict(),
+        "params": {"original": count_params(ctx.original()), "compressed": count_params(result.model)},
+        "artifacts": {"checkpoint": str(ctx.artifacts.compressed_ckpt), "spec": str(ctx.artifacts.lowrank_spec),
+                      "rank_table": str(ctx.artifacts.rank_table)},
+    }
+    ctx.save_record("compress", record)
+    return record

@@ -1,0 +1,102 @@
+"""Options of a pipeline run and where each stage's artifacts live.
+
+One dataclass is shared by the CLI and the Python API, so every stage can be
+called alone with the same options and restart from the files of the previous one.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import OptionError
+
+STAGES: tuple[str, ...] = ("compress", "export", "simplify", "verify", "bench", "report")
+
+
+@dataclass
+class RunConfig:
+    """All user options of a run; defaults match the CLI's."""
+
+    model: str | None = None
+    checkpoint: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    out: str | None = None
+    device: str = "cpu"
+    # compression
+    ratio: float = 2.0
+    method: str = "svd"
+    rank_policy: str = "ratio"
+    align: int | None = None
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    # export
+    opset: int = 17
+    exporter: str = "dynamo"
+    dynamic_batch: bool = True
+    simplifier: str = "onnxsim"
+    # verification
+    atol: float | None = None
+    rtol: float | None = None
+    # benchmark
+    data: str | None = None
+    eval_samples: int | None = 2000
+    runs: int = 30
+    warmup: int = 5
+    batch_sizes: tuple[int, ...] | None = None  # None: (1, 8), or (1,) with static shapes
+    threads: int | None = None
+    skip: tuple[str, ...] = field(default_factory=tuple)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.skip if s not in STAGES]
+        if unknown:
+            raise OptionError(f"unknown stage(s) to skip: {', '.join(unknown)}",
+                              fix=f"pass --skip with any of: {', '.join(STAGES)}")
+        if self.device not in ("cpu", "cuda"):
+            raise OptionError(f"unknown device {self.device!r}", fix="pass --device cpu or --device cuda")
+        if self.exporter not in ("dynamo", "legacy"):
+            raise OptionError(f"unknown exporter {self.exporter!r}", fix="use the default, or --legacy-exporter")
+        if self.batch_sizes is None:
+            self.batch_sizes = (1, 8) if self.dynamic_batch else (1,)
+        elif not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise OptionError(f"invalid batch sizes {self.batch_sizes}", fix="pass --batch-sizes with positive integers, e.g. 1,8")
+        elif not self.dynamic_batch and tuple(self.batch_sizes) != (1,):
+            raise OptionError(f"--static-shapes exports batch size 1, but --batch-sizes asks for {list(self.batch_sizes)}",
+                              fix="pass --batch-sizes 1 with --static-shapes, or drop --static-shapes")
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise OptionError(f"--eval-samples must be >= 1, got {self.eval_samples}", fix="pass --eval-samples 1000, or 0 for all")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_out_dir(model_name: str) -> Path:
+    """``./pela-out/<model-name>`` with path-unsafe characters replaced."""
+    return Path("pela-out") / re.sub(r"[^A-Za-z0-9._-]+", "_", model_name)
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Fixed file names inside the output directory (the restart points)."""
+
+    root: Path
+
+    @property
+    def compressed_ckpt(self) -> Path:
+        return self.root / "compressed.pt"
+
+    @property
+    def lowrank_spec(self) -> Path:
+        return self.root / "lowrank.json"
+
+    @property
+    def rank_table(self) -> Path:
+        return self.root / "ranks.md"
+
+    def onnx(self, variant: str, simplified: bool = False) -> Path:
+        return self.root / f"{variant}{'.sim' if simplified else ''}.onnx"
+
+    def stage_record(self, stage: str) -> Path:
+        return self.root / "stages" / f"{stage}.json"

@@ -1,0 +1,122 @@
+"""Shared state of one run: resolved model, output directory, stage records.
+
+Stages talk to each other only through files in the output directory (the
+compressed checkpoint, ONNX files, ``stages/<stage>.json``), so any stage can be
+run alone or restarted from what an earlier run saved.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._io import ensure_writable_dir, write_json_atomic
+from ..errors import ArtifactError, OptionError
+from ..models.base import LoadedModel, Tolerance
+from ..models.sources import resolve_model
+from .config import Artifacts, RunConfig, default_out_dir
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr (stdout stays for tables and results)."""
+    try:
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold cyan]pela-export[/] {msg}")
+    except ImportError:  # rich is a core dependency, but never fail on display
+        import sys
+
+        print(f"pela-export {msg}", file=sys.stderr)
+
+
+@dataclass
+class Context:
+    """A resolved run: config, original model, artifact paths and automatic choices."""
+
+    cfg: RunConfig
+    loaded: LoadedModel
+    artifacts: Artifacts
+    choices: list[str] = field(default_factory=list)
+    _compressed: nn.Module | None = None
+
+    @property
+    def tolerance(self) -> Tolerance:
+        base = self.loaded.tolerance
+        return Tolerance(atol=self.cfg.atol if self.cfg.atol is not None else base.atol,
+                         rtol=self.cfg.rtol if self.cfg.rtol is not None else base.rtol)
+
+    def note(self, choice: str) -> None:
+        """Record something the tool decided on its own (shown in the report) and say it now."""
+        if choice not in self.choices:
+            self.choices.append(choice)
+            log(f"[yellow]note:[/] {choice}")
+
+    def save_record(self, stage: str, record: dict[str, Any]) -> Path:
+        record = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record,
+                  "automatic_choices": list(self.choices)}
+        return write_json_atomic(self.artifacts.stage_record(stage), record)
+
+    def load_record(self, stage: str, needed_by: str) -> dict[str, Any]:
+        path = self.artifacts.stage_record(stage)
+        if not path.is_file():
+            raise ArtifactError(f"{needed_by} needs the saved result of stage {stage!r} ({path}), which does not exist",
+                                fix=f"run the {stage} stage first (drop --skip {stage}), or pass the --out of an earlier run")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ArtifactError(f"stage record {path} is corrupt ({exc})", fix=f"re-run the {stage} stage") from None
+
+    def original(self) -> nn.Module:
+        return self.loaded.model
+
+    def compressed(self) -> nn.Module:
+        """The compressed model, rebuilt from the saved checkpoint (cached for this run)."""
+        if self._compressed is None:
+            from ..lowrank import load_compressed, read_spec
+
+            spec = read_spec(self.artifacts.lowrank_spec)
+            check_spec_matches(spec, self.cfg, self.loaded)
+            model, _ = load_compressed(copy.deepcopy(self.loaded.model), self.artifacts.compressed_ckpt,
+                                       self.artifacts.lowrank_spec)
+            self._compressed = model.eval()
+        return self._compressed
+
+    def set_compressed(self, model: nn.Module) -> None:
+        self._compressed = model.eval()
+
+
+def check_spec_matches(spec: dict[str, Any], cfg: RunConfig, loaded: LoadedModel) -> None:
+    """Refuse to reuse a saved compression made from another model or with other options."""
+    src = spec.get("source", {})
+    if src.get("model") != loaded.source:
+        raise ArtifactError(f"the compressed model in {cfg.out or 'the output directory'} was made from "
+                            f"{src.get('model')!r}, not {loaded.source!r}",
+                            fix="pass a different --out, or re-run the compress stage")
+    for key in ("ratio", "method", "rank_policy", "align"):
+        if spec.get(key) != getattr(cfg, key):
+            raise ArtifactError(f"the saved compression used {key}={spec.get(key)!r} but this run asks for {getattr(cfg, key)!r}",
+                                fix=f"re-run the compress stage (drop --skip compress), or pass --{key.replace('_', '-')} {spec.get(key)}")
+
+
+def prepare(cfg: RunConfig, loaded: LoadedModel | None = None) -> Context:
+    """Resolve the model and output directory once per run."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda was given but no CUDA GPU is visible to PyTorch",
+                          fix="pass --device cpu, or run on a machine with a CUDA GPU and a CUDA build of torch")
+    if loaded is None:
+        log(f"resolving model {cfg.model or 'default (embedded digits ViT)'}")
+        loaded = resolve_model(cfg.model, cfg.checkpoint, cfg.input_shape)
+    out = Path(cfg.out) if cfg.out else default_out_dir(loaded.name)
+    ensure_writable_dir(out)
+    if cfg.out is None:
+        cfg.out = str(out)
+    ctx = Context(cfg, loaded, Artifacts(out))
+    if loaded.input_shape_origin != "user":
+        ctx.note(f"input shape {list(loaded.input_shape)} taken from the model ({loaded.input_shape_origin})")
+    return ctx

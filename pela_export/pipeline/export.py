@@ -1,0 +1,93 @@
+"""Stages 2–4: trace both variants to ONNX, simplify, and verify every file
+against PyTorch (outputs within tolerance, factorized weights preserved)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import PelaExportError, VerificationError
+from ..export import export_onnx, load_onnx, simplify_onnx
+from ..export.params import check_parameter_preservation
+from ..export.verify import make_verification_inputs, verify_onnx
+from .context import Context, log
+from .evaldata import evaluation_data
+
+REAL_VERIFY_SAMPLES = 16
+
+
+def _real_inputs(ctx: Context) -> np.ndarray | None:
+    """A few real samples for verification when the model has a dataset."""
+    if ctx.cfg.data is None and ctx.loaded.default_dataset is None:
+        return None
+    return evaluation_data(ctx, limit=REAL_VERIFY_SAMPLES).x
+
+
+def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> dict[str, Any]:
+    """Write ``<variant>.onnx`` (+ ``<variant>.sim.onnx``), verify each, and record the final files."""
+    cfg, loaded, arts = ctx.cfg, ctx.loaded, ctx.artifacts
+    models = {"original": ctx.original(), "compressed": ctx.compressed()}
+    example = loaded.dummy_input(2 if cfg.dynamic_batch else 1)
+    exports: dict[str, Any] = {}
+    simplified: dict[str, Any] = {}
+    raw: dict[str, str] = {}
+    final: dict[str, str] = {}
+    for variant, model in models.items():
+        log(f"exporting {variant} to ONNX (opset {cfg.opset}, {cfg.exporter} exporter, "
+            f"{'dynamic batch' if cfg.dynamic_batch else 'static shapes'})")
+        res = export_onnx(model, example, arts.onnx(variant), input_name=loaded.input_name,
+                          output_name=loaded.output_name, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
+                          exporter=cfg.exporter)  # type: ignore[arg-type]
+        for choice in res.auto_choices:
+            ctx.note(f"{variant} export: {choice}")
+        exports[variant] = res.to_dict()
+        raw[variant] = final[variant] = str(res.path)
+        if simplify:
+            log(f"simplifying {variant} with {cfg.simplifier}")
+            sres = simplify_onnx(res.path, arts.onnx(variant, simplified=True), method=cfg.simplifier)
+            for w in sres.warnings:
+                ctx.note(f"{variant} simplify: {w}")
+            simplified[variant] = sres.to_dict()
+            final[variant] = str(sres.dst)
+    verification: dict[str, Any] = {}
+    if verify:
+        verification = verify_files(ctx, models, {v: [raw[v]] + ([final[v]] if final[v] != raw[v] else []) for v in models})
+    else:
+        ctx.note("verification skipped on request (--skip verify): ONNX outputs were not compared with PyTorch")
+    record = {"export": {"exports": exports, "simplify": simplified}, "verification": verification,
+              "raw_onnx": raw, "final_onnx": final}
+    ctx.save_record("export", record)
+    return record
+
+
+def verify_files(ctx: Context, models: dict[str, Any], files: dict[str, list[str]]) -> dict[str, Any]:
+    """Compare every ONNX file with its PyTorch model and check weights; raise once, listing all failures."""
+    loaded = ctx.loaded
+    batch_sizes = (1, 4) if ctx.cfg.dynamic_batch else (1,)
+    inputs = make_verification_inputs(loaded, real=_real_inputs(ctx), batch_sizes=batch_sizes)
+    results: dict[str, Any] = {}
+    failures: list[str] = []
+    for variant, paths in files.items():
+        for path in paths:
+            log(f"verifying {path} against PyTorch on {len(inputs)} input batches")
+            vres = verify_onnx(models[variant], path, inputs, ctx.tolerance, loaded.input_name, loaded.output_name,
+                               threads=ctx.cfg.threads)
+            try:
+                pres = check_parameter_preservation(models[variant], load_onnx(path), raise_on_failure=False)
+            except PelaExportError as exc:  # a check that cannot run is a failure, not a pass
+                failures.append(f"{path}: parameter check failed to run: {exc}")
+                pres = None
+            results[path] = {"variant": variant, "outputs": vres.to_dict(),
+                             "parameters": pres.to_dict() if pres is not None else None,
+                             "ok": vres.ok and (pres is not None and pres.ok)}
+            failures += [f"{path}: {f}" for f in vres.failures()]
+            if pres is not None:
+                failures += [f"{path}: {p}" for p in pres.problems()]
+    if failures:
+        raise VerificationError(
+            f"ONNX verification failed (atol={ctx.tolerance.atol:g}, rtol={ctx.tolerance.rtol:g})",
+            failures=failures, where="verify",
+            fix="if the gap is expected pass --atol/--rtol; try --legacy-exporter or --simplifier none/onnxslim; "
+                "a missing factor means constant folding merged U·V (use --simplifier none)")
+    return {"ok": True, "tolerance": {"atol": ctx.tolerance.atol, "rtol": ctx.tolerance.rtol},
+            "inputs": [list(x.shape) for x in inputs], "files": results}

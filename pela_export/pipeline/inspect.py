@@ -1,0 +1,66 @@
+"""``pela-export inspect``: what a compression would do to a model, or what an ONNX file holds."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from ..bench import count_params
+from ..lowrank import LowRankLinear, factorize_model, format_rank_table
+from ..models.sources import resolve_model
+
+
+def _onnx_factor_pairs(model) -> list[tuple[str, str, int]]:  # noqa: ANN001 - onnx.ModelProto
+    """MatMul→MatMul chains whose weights are initializers and whose inner dim is smaller than both ends."""
+    inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    pairs = []
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        prev = producers.get(node.input[0])
+        if prev is None or prev.op_type not in ("MatMul", "Gemm") or len(prev.input) < 2 or prev.input[1] not in inits:
+            continue
+        a, b = inits[prev.input[1]], inits[node.input[1]]
+        if len(a) == 2 and len(b) == 2:
+            rank = min(a) if min(a) == min(b) else 0
+            if rank and rank < max(a) and rank < max(b):
+                pairs.append((prev.input[1], node.input[1], rank))
+    return pairs
+
+
+def inspect_onnx(path: Path) -> str:
+    from ..export import load_onnx
+    from ..export.params import count_onnx_params
+
+    model = load_onnx(path)
+    ops = Counter(n.op_type for n in model.graph.node)
+    pairs = _onnx_factor_pairs(model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    lines = [
+        f"ONNX file: {path}",
+        f"opset: {opset}   nodes: {len(model.graph.node)}   parameters: {count_onnx_params(model):,}",
+        "inputs:  " + ", ".join(f"{i.name}{[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]}" for i in model.graph.input),
+        "outputs: " + ", ".join(f"{o.name}{[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]}" for o in model.graph.output),
+        "ops: " + ", ".join(f"{k}×{v}" for k, v in ops.most_common()),
+        f"low-rank factor pairs (MatMul→MatMul through a narrower inner dim): {len(pairs)}",
+    ]
+    lines += [f"  {a} -> {b} (rank {r})" for a, b, r in pairs[:50]]
+    return "\n".join(lines)
+
+
+def inspect(target: str | None, *, checkpoint: str | None = None, input_shape: tuple[int, ...] | None = None,
+            ratio: float = 2.0, method: str = "svd", rank_policy: str = "ratio", align: int | None = None,
+            include: list[str] | None = None, exclude: list[str] | None = None) -> str:
+    """Summary text: for ``*.onnx`` the graph's parameters and factor pairs; else the rank table a compression gives."""
+    if target and target.endswith(".onnx"):
+        return inspect_onnx(Path(target))
+    loaded = resolve_model(target, checkpoint, input_shape)
+    already = sum(isinstance(m, LowRankLinear) for m in loaded.model.modules())
+    res = factorize_model(loaded.model, ratio=ratio, method=method, rank_policy=rank_policy, align=align,
+                          include=include, exclude=exclude)
+    head = [f"model: {loaded.name} ({loaded.source}), input {list(loaded.input_shape)} ({loaded.input_shape_origin})",
+            f"parameters: {count_params(loaded.model):,} -> {count_params(res.model):,} at k={ratio:g} "
+            f"(dry run; nothing written)"]
+    if already:
+        head.append(f"already holds {already} LowRankLinear layers")
+    return "\n".join(head) + "\n\n" + format_rank_table(res)
