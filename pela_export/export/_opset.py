@@ -216,7 +216,8 @@ def convert_opset(model: onnx.ModelProto, target: int) -> tuple[onnx.ModelProto,
     if current == target:
         return model, notes
     if current == 18 and target < 18:
-        notes += [f"opset 18 -> 17 rewrite: {n}" for n in downgrade_18_to_17(model)] or ["opset 18 -> 17: no node changed"]
+        rewrites = downgrade_18_to_17(model)
+        notes += [f"opset 18 -> 17 rewrite: {n}" for n in rewrites] or ["opset 18 -> 17: no node changed"]
         current = 17
     if current != target:
         try:

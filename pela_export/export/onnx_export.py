@@ -238,11 +238,14 @@ def _export_once(model: nn.Module, example: torch.Tensor, final: Path, *, input_
     if ir_note:
         conversions.append(ir_note)
 
+    if default_opset(proto) != opset:  # convert_opset guarantees this; keep the promise explicit
+        raise ExportError(f"model is at opset {default_opset(proto)}, not the requested {opset}",
+                          fix=_EXPORTER_FIX[exporter], where=str(final))
     dims = _input_dims(proto)
     if dynamic_batch and (not dims or not isinstance(dims[0], str)):
         raise ExportError(
             f"the batch axis of input {input_name!r} came out static ({dims}), not dynamic",
-            fix=f"export with a fixed batch (--static-batch) or {_EXPORTER_FIX[exporter]}", where=str(final))
+            fix=f"export with a fixed batch (--static-shapes) or {_EXPORTER_FIX[exporter]}", where=str(final))
 
     with atomic_path(final) as tmp:
         try:
@@ -262,9 +265,6 @@ def _export_once(model: nn.Module, example: torch.Tensor, final: Path, *, input_
         conversions=conversions, auto_choices=auto, exporter_warnings=exporter_warnings,
         fallback_reason=fallback_reason,
     )
-    if result.opset != opset:  # convert_opset guarantees this; keep the promise explicit
-        raise ExportError(f"file is at opset {result.opset}, not the requested {opset}",
-                          fix=_EXPORTER_FIX[exporter], where=str(final))
     return result
 
 

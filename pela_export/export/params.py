@@ -98,8 +98,9 @@ class ParamCheck:
     the model, either orientation: what merged U·V or rescaled/duplicated weights look
     like) + ``onnx_derived_other`` (other folded constants, e.g. Swin's gathered
     relative-position bias, BN-fused conv kernels).
+    These four count bit-identical tensors once (``onnx_params`` counts every copy);
     ``onnx_counted = onnx_matched + onnx_derived_weights`` is compared with
-    ``torch_params_distinct``.
+    ``torch_params_distinct``, which also counts bit-identical parameters once.
     """
 
     torch_params: int
@@ -200,10 +201,13 @@ def check_parameter_preservation(torch_model: nn.Module, onnx_model: onnx.ModelP
     sizes = {"matched": 0, "buffer": 0, "weight": 0, "other": 0}
     free_shapes: Counter[tuple[int, ...]] = Counter()  # unclaimed weight-shaped tensors, for the shape fallback
     all_shapes: Counter[tuple[int, ...]] = Counter()
-    for a, d in zip(arrays, digests):
+    seen: set[str] = set()
+    for a, d in zip(arrays, digests, strict=True):
         kind = ("matched" if d in param_digests else "buffer" if d in buffer_digests
                 else "weight" if tuple(a.shape) in weight_shapes else "other")
-        sizes[kind] += int(a.size)
+        if d not in seen:  # bit-identical copies count once, as on the torch side
+            seen.add(d)
+            sizes[kind] += int(a.size)
         if a.ndim == 2:
             all_shapes[tuple(a.shape)] += 1
             if kind == "weight":
@@ -244,7 +248,7 @@ def check_parameter_preservation(torch_model: nn.Module, onnx_model: onnx.ModelP
     if rel < -rel_tol:
         notes.append(f"ONNX holds {-rel:.2%} fewer weights than PyTorch (folding/fusion/unused parameters)")
     check = ParamCheck(
-        torch_params=n_torch, torch_params_distinct=n_distinct, onnx_params=sum(sizes.values()),
+        torch_params=n_torch, torch_params_distinct=n_distinct, onnx_params=sum(int(a.size) for a in arrays),
         onnx_matched=sizes["matched"], onnx_buffers=sizes["buffer"], onnx_derived_weights=sizes["weight"],
         onnx_derived_other=sizes["other"], onnx_counted=counted, rel_diff=rel, rel_tol=rel_tol,
         count_ok=count_ok, lowrank_layers=len(factors), factors=factors, notes=notes)

@@ -32,7 +32,8 @@ def ort_session(path: str | os.PathLike[str], threads: int | None = None,
     ort = _onnxruntime()
     p = Path(path)
     if not p.is_file():
-        raise OnnxCheckError("ONNX file not found", fix="run the export stage first or pass an existing --onnx file",
+        raise OnnxCheckError("ONNX file not found",
+                             fix="run the export stage first, or pass the path of an existing .onnx file",
                              where=str(p))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only: ORT's unused-initializer chatter is not actionable
@@ -55,4 +56,4 @@ def ort_run(session: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
     """Run all outputs and return them by name."""
     names = [o.name for o in session.get_outputs()]
     values = session.run(names, dict(feeds))
-    return dict(zip(names, values))
+    return dict(zip(names, values, strict=True))

@@ -21,7 +21,7 @@ import onnx
 
 from .._io import atomic_path
 from .._registry import Registry
-from ..errors import DependencyError, ExportError
+from ..errors import DependencyError, ExportError, PelaExportError
 from ._opset import default_opset
 from .onnx_export import load_onnx
 
@@ -136,7 +136,10 @@ def simplify_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str], meth
             out = func(work)
             _validate(model, out)
         except Exception as exc:  # every failure falls through, loudly
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if isinstance(exc, PelaExportError):
+                reason = f"{exc.problem} (fix: {exc.fix})" if exc.fix else exc.problem
+            else:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             nxt = funcs[i + 1][0] if i + 1 < len(funcs) else None
             note = f"simplifier {name!r} failed: {type(exc).__name__}: {reason}" + (
                 f"; falling back to {nxt!r}" if nxt else "")

@@ -56,8 +56,9 @@ class VerifyResult:
 
 def _torch_outputs(model: nn.Module, x: np.ndarray, output_name: str, onnx_names: list[str]) -> dict[str, np.ndarray]:
     """Name PyTorch's outputs like the ONNX graph's (single tensor, tuple or dict)."""
+    device = next(model.parameters(), torch.empty(0)).device  # the model may live on a GPU
     with torch.no_grad():
-        out = model(torch.from_numpy(x))
+        out = model(torch.from_numpy(x).to(device))
     if isinstance(out, torch.Tensor):
         return {output_name: out.detach().cpu().numpy()}
     if isinstance(out, dict):
@@ -65,7 +66,7 @@ def _torch_outputs(model: nn.Module, x: np.ndarray, output_name: str, onnx_names
     if isinstance(out, (tuple, list)):
         tensors = [v for v in out if isinstance(v, torch.Tensor)]
         names = onnx_names if len(onnx_names) == len(tensors) else [f"{output_name}_{i}" for i in range(len(tensors))]
-        return {n: t.detach().cpu().numpy() for n, t in zip(names, tensors)}
+        return {n: t.detach().cpu().numpy() for n, t in zip(names, tensors, strict=True)}
     raise VerificationError(f"model returned {type(out).__name__}, not a tensor/tuple/dict",
                             fix="wrap the model so forward returns a tensor")
 
@@ -90,7 +91,7 @@ def verify_onnx(torch_model: nn.Module, onnx_path: str | os.PathLike[str], input
                 tol: Tolerance, input_name: str, output_name: str, *, threads: int | None = None) -> VerifyResult:
     """Run both backends on each input batch; never raises on disagreement (see ``ok``)."""
     if not inputs:
-        raise OptionError("no verification inputs", fix="pass at least one input batch (e.g. --verify-samples 1)")
+        raise OptionError("no verification inputs", fix="pass at least one input batch")
     start = time.perf_counter()
     session = ort_session(onnx_path, threads=threads)
     onnx_inputs = [i.name for i in session.get_inputs()]
@@ -122,20 +123,21 @@ def make_verification_inputs(loaded: LoadedModel, real: np.ndarray | None = None
     batches of at most ``max(batch_sizes)``."""
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise OptionError(f"batch sizes must be positive, got {list(batch_sizes)}",
-                          fix="pass --verify-batch-sizes with positive integers")
+                          fix="use positive batch sizes, e.g. (1, 4)")
     if n_random < 0:
-        raise OptionError(f"n_random must be >= 0, got {n_random}", fix="pass a non-negative --verify-samples")
+        raise OptionError(f"n_random must be >= 0, got {n_random}", fix="pass n_random >= 0")
     out = [loaded.dummy_input(batch_sizes[i % len(batch_sizes)], seed=seed + i).numpy() for i in range(n_random)]
     if real is not None:
         real = np.asarray(real)
         if tuple(real.shape[1:]) != tuple(loaded.input_shape):
             raise InputShapeError(
-                f"real inputs have shape {list(real.shape)}; the model takes [batch, {', '.join(map(str, loaded.input_shape))}]",
-                fix="pass --input-shape matching the data, or data matching the model")
+                f"real inputs have shape {list(real.shape)}; the model takes "
+                f"[batch, {', '.join(map(str, loaded.input_shape))}]",
+                fix="pass --input-shape matching the data, or --data matching the model")
         dtype = torch.empty((), dtype=loaded.input_dtype).numpy().dtype
         step = max(batch_sizes)
         out += [np.ascontiguousarray(real[i:i + step].astype(dtype, copy=False)) for i in range(0, len(real), step)]
     if not out:
         raise OptionError("no verification inputs (n_random=0 and no real data)",
-                          fix="pass --verify-samples >= 1 or a dataset")
+                          fix="pass n_random >= 1 or real data (--data)")
     return out

@@ -44,7 +44,11 @@ def _from_timm_model(model: nn.Module, name: str, source: str, user_shape: tuple
     import timm.data
 
     cfg = timm.data.resolve_model_data_config(model)
-    shape, origin = _shape(user_shape, tuple(cfg["input_size"]), f"timm model {name!r}")
+    config_shape = tuple(cfg["input_size"])
+    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if img_size is not None and len(config_shape) == 3:  # built with img_size=...: pretrained_cfg still says 224
+        config_shape = (config_shape[0], *(int(d) for d in img_size))
+    shape, origin = _shape(user_shape, config_shape, f"timm model {name!r}")
     pre = Preprocessing(tuple(cfg["mean"]), tuple(cfg["std"]), (shape[-2], shape[-1]), shape[0]) if len(shape) == 3 else None
     return LoadedModel(model.eval(), name, source, shape, origin, preprocessing=pre,
                        num_classes=getattr(model, "num_classes", None), family=_timm_family(model),

@@ -38,8 +38,12 @@ def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> di
         res = export_onnx(model, example, arts.onnx(variant), input_name=loaded.input_name,
                           output_name=loaded.output_name, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
                           exporter=cfg.exporter)  # type: ignore[arg-type]
-        for choice in res.auto_choices:
+        for choice in [*res.auto_choices, *res.conversions]:
             ctx.note(f"{variant} export: {choice}")
+        if res.fallback_reason:
+            ctx.note(f"{variant} export fell back to the {res.exporter} exporter: {res.fallback_reason}")
+        for w in res.exporter_warnings[:5]:
+            log(f"[yellow]{variant} exporter warning:[/] {w}")
         exports[variant] = res.to_dict()
         raw[variant] = final[variant] = str(res.path)
         if simplify:

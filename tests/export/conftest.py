@@ -47,11 +47,6 @@ def mlp() -> nn.Module:
     return make_mlp()
 
 
-@pytest.fixture(scope="module")
-def tiny_vit() -> nn.Module:
-    return make_tiny_vit()
-
-
 @pytest.fixture(scope="session")
 def vit_model() -> nn.Module:
     return make_tiny_vit()

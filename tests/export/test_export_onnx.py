@@ -78,7 +78,7 @@ def test_static_batch(tmp_path: Path, mlp: nn.Module) -> None:
     assert res.input_shape == [2, 16] and res.dynamic_batch is False
     sess = ort_session(res.path)
     assert ort_run(sess, {"input": np.zeros((2, 16), np.float32)})["logits"].shape == (2, 8)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="(?i)dimension|shape"):  # onnxruntime's own error type
         ort_run(sess, {"input": np.zeros((3, 16), np.float32)})
 
 
@@ -250,8 +250,7 @@ def _tiny_swin() -> nn.Module:
                                  depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=2, num_classes=10)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("exporter", EXPORTERS)  # ~12 s for both on 2 cores: not marked slow
 def test_tiny_swin_lowrank_export(tmp_path: Path, lowrankify, exporter: str) -> None:
     model = lowrankify(_tiny_swin(), 8).eval()
     start = time.perf_counter()

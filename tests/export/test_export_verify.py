@@ -26,7 +26,7 @@ def test_make_verification_inputs_random_and_real() -> None:
     assert [x.shape for x in a] == [(1, 16), (4, 16), (1, 16)]
     assert all(x.dtype == np.float32 for x in a)
     b = make_verification_inputs(loaded, n_random=3, batch_sizes=(1, 4))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))  # seeded
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # seeded
     assert not np.array_equal(a[0], a[2])  # different seeds per input
     real = np.random.default_rng(0).standard_normal((10, 16))  # float64: cast to the model dtype
     c = make_verification_inputs(loaded, real=real, n_random=1, batch_sizes=(1, 4))
