@@ -194,12 +194,14 @@ def _choices(choices: Sequence[str]) -> list[str]:
 
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The whole report.md as one string."""
+    from .markdown_stages import export_section, verification_section  # they build on this module's helpers
+
     lines = _header(report)
     lines += _comparison(report)
     lines += _accuracy(report.get("accuracy"))
     lines += _layers(report.get("compression") or {})
-    lines += generic_section("Export", report.get("export"))
-    lines += generic_section("Verification", report.get("verification"))
+    lines += export_section(report.get("export"))
+    lines += verification_section(report.get("verification"))
     lines += _choices(report.get("automatic_choices") or [])
     lines += generic_section("Environment", report.get("environment"))
     if report.get("artifacts"):

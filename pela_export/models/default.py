@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,22 +85,33 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def training_fields(self) -> dict[str, Any]:
+        """The fields that change the trained weights (all but the description)."""
+        return {k: v for k, v in asdict(self).items() if k != "description"}
+
 
 RECIPES: Registry[Recipe] = Registry("default-model recipe", flag="--recipe")
 
+# Digits are upsampled 8×8 → 16×16 (bilinear) and cut into 4×4 patches: still 16
+# tokens, but each patch then overlaps its neighbours by half an original pixel,
+# which lifted test accuracy from ~97% (8×8, patch 2) to ~99.5% at the same cost.
 RECIPES.register("digits")(Recipe(
-    name="digits", dataset="digits", img_size=8, patch_size=2, in_chans=1,
-    embed_dim=64, depth=4, num_heads=4, mlp_ratio=4.0,
-    epochs=60, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_epochs=3, label_smoothing=0.1,
-    aug_shift=1.0, aug_rotate_deg=10.0, aug_scale=0.1,
-    description="8×8 digits, patch 2 (16 tokens); ~1 min on 2 CPU cores; >= 97% test accuracy",
+    name="digits", dataset="digits", img_size=16, patch_size=4, in_chans=1,
+    embed_dim=64, depth=4, num_heads=4, mlp_ratio=4.0, global_pool="avg",
+    epochs=30, batch_size=32, lr=2e-3, weight_decay=0.05, warmup_epochs=3, label_smoothing=0.1,
+    aug_shift=1.0,
+    description="digits upsampled to 16×16, patch 4 (16 tokens), embed 64, depth 4; "
+                "~30-60 s on 2 CPU cores; ~99% test accuracy",
 ))
+# Patch 7 (16 tokens) rather than 4 (49 tokens): 3× cheaper per image, which is
+# what lets eight epochs over 60k images fit in ~10 minutes on 2 CPU cores.
 RECIPES.register("fashion-mnist")(Recipe(
-    name="fashion-mnist", dataset="fashion-mnist", img_size=28, patch_size=4, in_chans=1,
-    embed_dim=96, depth=4, num_heads=4, mlp_ratio=4.0,
-    epochs=8, batch_size=128, lr=1.5e-3, weight_decay=0.05, warmup_epochs=1, label_smoothing=0.1,
-    aug_shift=2.0, aug_hflip=True,
-    description="28×28 Fashion-MNIST, patch 4 (49 tokens); ~10 min on 2 CPU cores; ~89% test accuracy",
+    name="fashion-mnist", dataset="fashion-mnist", img_size=28, patch_size=7, in_chans=1,
+    embed_dim=96, depth=4, num_heads=4, mlp_ratio=4.0, global_pool="avg",
+    epochs=8, batch_size=128, lr=2e-3, weight_decay=0.05, warmup_epochs=1, label_smoothing=0.1,
+    aug_hflip=True,
+    description="Fashion-MNIST 28×28, patch 7 (16 tokens), embed 96, depth 4; "
+                "~8-10 min on 2 CPU cores; ~89% test accuracy",
 ))
 
 
@@ -222,7 +233,8 @@ def train_recipe(recipe: Recipe | str, progress: bool = True, num_threads: int |
     x_test = adapt_images(data.x_test, rec.input_shape, pre)
 
     start_time = time.perf_counter()
-    with _torch_threads(num_threads or _default_threads()):
+    # fork_rng: seeding here must not disturb the caller's global RNG stream
+    with _torch_threads(num_threads or _default_threads()), torch.random.fork_rng(devices=[]):
         torch.manual_seed(rec.seed)
         gen = torch.Generator().manual_seed(rec.seed)
         model = build_vit(rec)
@@ -296,8 +308,9 @@ def _load_cached(path: Path, rec: Recipe) -> tuple[nn.Module, dict[str, Any]]:
         raise CheckpointError(f"lacks keys {sorted(missing)}")
     if blob["format_version"] != CACHE_FORMAT_VERSION:
         raise CheckpointError(f"has format version {blob['format_version']}, expected {CACHE_FORMAT_VERSION}")
-    if blob["recipe"] != rec.to_dict():
-        changed = sorted(k for k in rec.to_dict() if blob["recipe"].get(k) != getattr(rec, k))
+    stored = blob["recipe"] if isinstance(blob["recipe"], dict) else {}
+    if {k: stored.get(k) for k in rec.training_fields()} != rec.training_fields():
+        changed = sorted(k for k, v in rec.training_fields().items() if stored.get(k) != v)
         raise CheckpointError(f"was trained with a different recipe (changed: {', '.join(changed) or 'fields'})")
     model = build_vit(rec)
     try:
@@ -322,8 +335,8 @@ def _save_cache(path: Path, rec: Recipe, model: nn.Module, metrics: dict[str, An
         "preprocessing": asdict(metrics["preprocessing"]),
         "test_accuracy": float(metrics["test_accuracy"]),
         "train_seconds": float(metrics["train_seconds"]),
-        "torch_version": torch.__version__,
-        "timm_version": timm.__version__,
+        "torch_version": str(torch.__version__),
+        "timm_version": str(timm.__version__),
     }
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
@@ -341,24 +354,27 @@ def load_default_model(recipe: str = "digits", cache_dir: Path | None = None, re
                           fix=f"choose one of: {', '.join(RECIPES.names())}")
     rec = RECIPES.get(recipe)
     path = cache_path(recipe, cache_dir)
-    reason: str | None = None
     loaded: tuple[nn.Module, dict[str, Any]] | None = None
     if retrain:
         reason = "retraining was requested"
+        _say(f"training default model {recipe!r} ({reason}): {rec.description}")
     elif not path.exists():
         reason = f"no cached model at {path}"
+        _say(f"training default model {recipe!r} ({reason}): {rec.description}")
     else:
         try:
             loaded = _load_cached(path, rec)
+            reason = ""
         except CheckpointError as exc:
             reason = f"cached model {path} {exc.problem}"
             _say(f"warning: {reason}; retraining recipe {recipe!r}")
     from_cache = loaded is not None
     if loaded is None:
-        if not reason.startswith("cached model"):
-            _say(f"training default model {recipe!r} ({reason}); {rec.description.split('; ')[1] if '; ' in rec.description else ''}".rstrip("; "))
         model, metrics = train_recipe(rec, progress=progress)
-        _save_cache(path, rec, model, metrics)
+        try:
+            _save_cache(path, rec, model, metrics)
+        except OSError as exc:  # an unwritable cache must not lose a finished training run
+            _say(f"warning: cannot write {path} ({exc.strerror or exc}); set {CACHE_ENV} to a writable directory")
     else:
         model, metrics = loaded
     pre: Preprocessing = metrics["preprocessing"]
@@ -367,6 +383,6 @@ def load_default_model(recipe: str = "digits", cache_dir: Path | None = None, re
         input_shape_origin="recipe", preprocessing=pre, num_classes=rec.num_classes,
         default_dataset=rec.dataset, family="timm-vit",
         extra={"test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"],
-               "from_cache": from_cache, "retrain_reason": None if from_cache else reason,
+               "from_cache": from_cache, "retrain_reason": reason or None,
                "cache_path": str(path), "recipe": rec.to_dict()},
     )

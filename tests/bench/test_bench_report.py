@@ -57,10 +57,19 @@ def fake_report(**overrides: Any) -> dict[str, Any]:
             "totals": {"params_before_factorized_layers": 5_717_416, "params_after_factorized_layers": 3_545_000,
                        "layers_factorized": 3, "layers_eligible": 3, "reduction_in_factorized_layers": 0.38},
         },
-        export={"opset": 17, "dynamic_batch": True, "onnx_path": Path("out/compressed.onnx"), "slimmed": True},
-        verification={"onnxruntime": {"passed": True, "max_abs_diff": np.float32(2.1e-5), "atol": 1e-4},
-                      "parameter_preservation": {"passed": True, "onnx_params": 3_545_000},
-                      "outputs": [{"name": "logits", "max_abs_diff": 2.1e-5, "passed": True}]},
+        export={"exports": {v: {"exporter": "dynamo", "opset_exported": 18, "opset": 17, "input_shape": ["batch", 3, 224, 224],
+                                "num_nodes": 500, "file_bytes": 1_000_000, "path": Path(f"out/{v}.onnx"),
+                                "conversions": ["opset 18 -> 17: no node changed"]} for v in ("original", "compressed")},
+                "simplify": {"compressed": {"method_requested": "onnxsim", "method_used": "onnxslim", "fell_back": True,
+                                            "nodes_before": 500, "nodes_after": 400}}},
+        verification={"ok": True, "tolerance": {"atol": 1e-4, "rtol": 1e-3}, "inputs": [[1, 3, 224, 224]],
+                      "files": {"out/compressed.sim.onnx": {
+                          "variant": "compressed", "ok": True,
+                          "outputs": {"outputs": {"logits": {"max_abs_err": np.float32(2.1e-5), "mean_abs_err": 1e-6,
+                                                             "max_rel_err": 0.01}}},
+                          "parameters": {"onnx_counted": 3_545_000, "torch_params_distinct": 3_545_000,
+                                         "factors": [{"first_found": "value", "second_found": "value"},
+                                                     {"first_found": "value", "second_found": "missing"}]}}}},
         benchmarks={"original": _variant(5_717_416, 1.0, 22_900_000),
                     "compressed": _variant(3_545_000, 0.7, 14_200_000)},
         accuracy={"dataset": "synthetic", "n_samples": 64, "num_classes": 1000, "top1_reference": None,
@@ -85,7 +94,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert list(data)[: len(REPORT_KEYS)] == list(REPORT_KEYS)
     assert data["schema_version"] == REPORT_SCHEMA_VERSION == 1
     assert data["tool"]["version"] == tool_version()
-    assert data["export"]["onnx_path"] == "out/compressed.onnx"
+    assert data["export"]["exports"]["compressed"]["path"] == "out/compressed.onnx"  # Path made plain JSON
     assert data["verification"]["onnxruntime"]["max_abs_diff"] == pytest.approx(2.1e-5)
     lat = data["benchmarks"]["compressed"]["latency"]
     assert set(lat) == {"onnxruntime", "torch_eager"} and list(lat["onnxruntime"]) == ["1", "8"]
@@ -121,7 +130,8 @@ def test_markdown_contents(tmp_path: Path) -> None:
     assert "batch_sizes=1, 8" in md and "0.991000" in md
     assert "95.30%" in md  # agreement
     assert "ranks chosen by energy threshold 0.9" in md
-    assert "parameter_preservation" in md and "logits" in md
+    assert "| `compressed.sim.onnx` | logits | 2.1e-05 |" in md and "1/2" in md  # one factor pair missing
+    assert "onnxslim (500 → 400 nodes), fell back from onnxsim" in md and "18 → 17" in md and "batch×3×224×224" in md
     assert "no labels" in md
 
 
