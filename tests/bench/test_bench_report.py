@@ -95,7 +95,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert data["schema_version"] == REPORT_SCHEMA_VERSION == 1
     assert data["tool"]["version"] == tool_version()
     assert data["export"]["exports"]["compressed"]["path"] == "out/compressed.onnx"  # Path made plain JSON
-    assert data["verification"]["onnxruntime"]["max_abs_diff"] == pytest.approx(2.1e-5)
+    assert data["verification"]["files"]["out/compressed.sim.onnx"]["outputs"]["outputs"]["logits"]["max_abs_err"] == pytest.approx(2.1e-5)
     lat = data["benchmarks"]["compressed"]["latency"]
     assert set(lat) == {"onnxruntime", "torch_eager"} and list(lat["onnxruntime"]) == ["1", "8"]
     assert data["benchmarks"]["original"]["threads"] == {"onnxruntime": 2, "torch_eager": 2}
