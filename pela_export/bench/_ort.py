@@ -6,19 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactError, DependencyError, OnnxCheckError, OptionError
-
-
-def import_ort() -> Any:
-    """Import onnxruntime or explain how to install it."""
-    try:
-        import onnxruntime as ort  # noqa: PLC0415
-    except ImportError:
-        raise DependencyError(
-            "onnxruntime is not installed, so ONNX models cannot be benchmarked or evaluated",
-            fix="pip install 'onnxruntime>=1.18'",
-        ) from None
-    return ort
+from ..errors import ArtifactError, OptionError
 
 
 def default_threads() -> int:
@@ -30,27 +18,19 @@ def default_threads() -> int:
 
 
 def make_session(onnx_path: str | os.PathLike[str], threads: int | None = None) -> tuple[Any, int]:
-    """Create a CPU session with full graph optimisation; returns (session, threads used)."""
+    """A CPU session for timing: full graph optimisation, sequential, an explicit thread count.
+
+    Returns (session, threads used); ``None`` means torch's thread count so both
+    backends are compared with the same parallelism.
+    """
+    from ..export.runtime import ort_session
+
     path = Path(onnx_path)
     if not path.is_file():
         raise ArtifactError(f"ONNX file {str(path)!r} does not exist",
                             fix="run the export stage first so the ONNX file exists")
-    if threads is not None and threads < 1:
-        raise OptionError(f"--threads must be >= 1, got {threads}", fix="pass --threads with a positive integer")
-    ort = import_ort()
     used = int(threads) if threads is not None else default_threads()
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = used
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped exceptions
-        raise OnnxCheckError(f"onnxruntime cannot load {str(path)!r}: {exc}",
-                             fix="re-run the export stage to regenerate the ONNX file") from None
-    return sess, used
+    return ort_session(path, threads=used), used
 
 
 def check_input_name(sess: Any, input_name: str, onnx_path: str | os.PathLike[str]) -> None:

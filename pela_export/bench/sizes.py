@@ -5,7 +5,6 @@ models are saved that way and the main file alone would under-report them.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,21 +90,6 @@ def _all_tensors(graph: Any) -> list[Any]:
 
 def count_params(model: nn.Module) -> int:
     """Number of unique parameter elements (tied weights counted once)."""
-    return _count_torch_params(model)
+    from ..export.params import count_torch_params  # one counting rule for the whole tool
 
-
-def _count_torch_params(model: nn.Module) -> int:
-    # model.parameters() already de-duplicates shared Parameter objects.
-    return sum(p.numel() for p in model.parameters())
-
-
-def _count_onnx_params(onnx_path: str | os.PathLike[str]) -> int:
-    """Elements of floating-point weights in the graph (initializers and Constant
-    tensors); integer shape/index constants are not parameters. Reads only the
-    tensor headers, not external data."""
-    proto = _load_header(Path(onnx_path))
-    import onnx  # noqa: PLC0415
-
-    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
-              onnx.TensorProto.BFLOAT16}
-    return sum(math.prod(t.dims) for t in _all_tensors(proto.graph) if t.data_type in floats)
+    return count_torch_params(model)

@@ -36,6 +36,8 @@ def ort_session(path: str | os.PathLike[str], threads: int | None = None,
                              fix="run the export stage first, or pass the path of an existing .onnx file",
                              where=str(p))
     opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3  # errors only: ORT's unused-initializer chatter is not actionable
     if threads is not None:
         if threads < 1:

@@ -20,7 +20,8 @@ from pela_export.bench import (
     onnx_file_size,
     time_callable,
 )
-from pela_export.bench.sizes import _count_onnx_params
+
+from pela_export.export.params import count_onnx_params
 from pela_export.errors import ArtifactError, OptionError
 from pela_export.lowrank.layer import LowRankLinear
 
@@ -140,7 +141,7 @@ def test_sizes_and_params(linear: nn.Linear, linear_onnx: Path) -> None:
     assert size.bytes == linear_onnx.stat().st_size and size.external_data_bytes == 0
     assert size.to_dict()["mb"] == pytest.approx(size.bytes / 1e6)
     assert count_params(linear) == IN * OUT + OUT
-    assert _count_onnx_params(linear_onnx) == IN * OUT + OUT
+    assert count_onnx_params(onnx.load(linear_onnx)) == IN * OUT + OUT
     assert count_params(LowRankLinear(IN, OUT, 2)) == 2 * (IN + OUT) + OUT
     with pytest.raises(ArtifactError):
         onnx_file_size(linear_onnx.parent / "nope.onnx")
@@ -160,4 +161,4 @@ def test_external_data_counted(tmp_path: Path, linear_onnx: Path) -> None:
     size = onnx_file_size(out)
     assert size.external_data_bytes == (tmp_path / "ext.onnx.data").stat().st_size > 0
     assert size.bytes == out.stat().st_size + size.external_data_bytes
-    assert _count_onnx_params(out) == IN * OUT + OUT
+    assert count_onnx_params(onnx.load(out)) == IN * OUT + OUT
