@@ -54,6 +54,8 @@ def bench_stage(ctx: Context) -> dict[str, Any]:
     accuracy.update({"backend": "onnxruntime", "data": data.source})
     record = {
         "device": cfg.device,
+        "onnxruntime_session": {"provider": "CPUExecutionProvider", "graph_optimization": "all",
+                                "execution_mode": "sequential", "intra_op_spinning": False},
         "benchmarks": {k: v.to_dict() for k, v in benchmarks.items()},
         "accuracy": accuracy,
         "onnx": {k: str(v) for k, v in onnx_paths.items()},

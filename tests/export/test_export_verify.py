@@ -89,3 +89,21 @@ def test_ort_session_threads_validated(mlp_exports) -> None:
     _, res = mlp_exports("legacy")
     with pytest.raises(OptionError, match="--threads"):
         ort_session(res.path, threads=0)
+
+
+def test_ort_sessions_do_not_spin_by_default(tmp_path) -> None:
+    """Spin-waiting cost ~50 ms per deit_small call on a 2-vCPU VM; sessions turn it off unless asked."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pela_export.export.runtime import ort_session
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    quiet = ort_session(path, threads=2).get_session_options()
+    assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = ort_session(path, threads=2, spinning=True).get_session_options()
+    assert not spinning.has_config_entry("session.intra_op.allow_spinning")
