@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="timm:deit_small_patch16_224")
     ap.add_argument("--ratios", type=float, nargs="+", default=[2.0, 3.0])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
+    ap.add_argument("--align", type=int, default=None, help="round ranks down to a multiple (pela-export --align)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="ONNX Runtime intra-op thread counts")
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     original_onnx = None
     for k in args.ratios:
-        cfg = RunConfig(model=args.model, ratio=k, out=str(work / f"k{k:g}"), threads=max(args.threads), progress=False)
+        cfg = RunConfig(model=args.model, ratio=k, out=str(work / f"k{k:g}"), threads=max(args.threads),
+                        align=args.align, progress=False)
         ctx = prepare(cfg, loaded)
         loaded = ctx.loaded
         compress_stage(ctx)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = lat["compressed"]["p50_ms_median_of_rounds"] / lat["original"]["p50_ms_median_of_rounds"]
                 target = TARGETS.get(float(k)) if b == 1 else None
                 rows.append({
-                    "ratio_k": k, "batch": b, "threads": threads,
+                    "ratio_k": k, "align": args.align, "batch": b, "threads": threads,
                     "params_original": count_params(ctx.original()), "params_compressed": count_params(ctx.compressed()),
                     "reduction_in_factorized_layers": totals["reduction_in_factorized_layers"],
                     "flops_original": fl_o, "flops_compressed": fl_c, "flop_ratio": fl_c / fl_o,
