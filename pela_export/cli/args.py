@@ -56,6 +56,8 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("export")
     g.add_argument("--opset", type=int, default=17, help="ONNX opset 13..20 (default 17: TensorRT 8.6 / JetPack 6.0 parses it)")
     g.add_argument("--legacy-exporter", action="store_true", help="use the TorchScript exporter instead of dynamo")
+    g.add_argument("--exporter-fallback", action="store_true",
+                   help="if the chosen exporter fails, retry once with the other (recorded in the report)")
     g.add_argument("--static-shapes", action="store_true", help="fixed batch size instead of a dynamic batch axis")
     g.add_argument("--simplifier", choices=SIMPLIFIERS.names(), default="onnxsim",
                    help="graph simplifier; on failure falls back to the others with a warning (default onnxsim)")
@@ -87,6 +89,7 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
         device=get("device", "cpu"), ratio=get("ratio", 2.0), method=get("method", "svd"),
         rank_policy=get("rank_policy", "ratio"), align=get("align"), include=get("include"), exclude=get("exclude"),
         opset=get("opset", 17), exporter="legacy" if get("legacy_exporter") else "dynamo",
+        exporter_fallback=bool(get("exporter_fallback", False)),
         dynamic_batch=not get("static_shapes", False), simplifier=get("simplifier", "onnxsim"),
         atol=get("atol"), rtol=get("rtol"), data=get("data"), eval_samples=None if eval_samples == 0 else eval_samples,
         runs=get("runs", 30), warmup=get("warmup", 5), batch_sizes=tuple(get("batch_sizes")) if get("batch_sizes") else None,

@@ -34,6 +34,7 @@ class RunConfig:
     # export
     opset: int = 17
     exporter: str = "dynamo"
+    exporter_fallback: bool = False
     dynamic_batch: bool = True
     simplifier: str = "onnxsim"
     # verification

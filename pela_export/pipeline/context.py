@@ -98,10 +98,16 @@ def check_spec_matches(spec: dict[str, Any], cfg: RunConfig, loaded: LoadedModel
         raise ArtifactError(f"the compressed model in {cfg.out or 'the output directory'} was made from "
                             f"{src.get('model')!r}, not {loaded.source!r}",
                             fix="pass a different --out, or re-run the compress stage")
-    for key in ("ratio", "method", "rank_policy", "align"):
-        if spec.get(key) != getattr(cfg, key):
-            raise ArtifactError(f"the saved compression used {key}={spec.get(key)!r} but this run asks for {getattr(cfg, key)!r}",
-                                fix=f"re-run the compress stage (drop --skip compress), or pass --{key.replace('_', '-')} {spec.get(key)}")
+    from ..lowrank.select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
+
+    asked = {"ratio": cfg.ratio, "method": cfg.method, "rank_policy": cfg.rank_policy, "align": cfg.align,
+             "include": list(cfg.include) if cfg.include else list(DEFAULT_INCLUDE),
+             "exclude": list(cfg.exclude) if cfg.exclude is not None else list(DEFAULT_EXCLUDE)}
+    for key, value in asked.items():
+        if spec.get(key) != value:
+            raise ArtifactError(f"the saved compression used {key}={spec.get(key)!r} but this run asks for {value!r}",
+                                fix=f"re-run the compress stage (drop --skip compress), or pass the same "
+                                    f"--{key.replace('_', '-')} as the saved run")
 
 
 def prepare(cfg: RunConfig, loaded: LoadedModel | None = None) -> Context:

@@ -37,7 +37,7 @@ def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> di
             f"{'dynamic batch' if cfg.dynamic_batch else 'static shapes'})")
         res = export_onnx(model, example, arts.onnx(variant), input_name=loaded.input_name,
                           output_name=loaded.output_name, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
-                          exporter=cfg.exporter)  # type: ignore[arg-type]
+                          exporter=cfg.exporter, fallback_exporter=cfg.exporter_fallback)  # type: ignore[arg-type]
         for choice in [*res.auto_choices, *res.conversions]:
             ctx.note(f"{variant} export: {choice}")
         if res.fallback_reason:

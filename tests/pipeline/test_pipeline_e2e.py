@@ -72,3 +72,14 @@ def test_restart_from_saved_artifacts(tmp_path):
     _check_common(_report(out))
     # asking for another ratio while reusing the k=2 compression is refused, not silently mixed
     assert main(["run", spec, "--out", str(out), "--skip", "compress", "--ratio", "3", "--no-progress"]) == 2
+
+
+def test_saved_compression_with_other_layer_selection_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    spec = "tiny_timm:deit_tiny_64"
+    assert main(["compress", spec, "--out", str(out), "--no-progress"]) == 0
+    code = main(["run", spec, "--out", str(out), "--skip", "compress", "--exclude", "*mlp*", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "saved compression used exclude=" in err and "--exclude" in err
+    assert not (out / "compressed.onnx").exists()
