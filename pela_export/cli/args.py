@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..export.simplify import SIMPLIFIERS
 from ..lowrank import DECOMPOSITIONS, RANK_ALLOCATORS
@@ -52,6 +53,49 @@ def add_compress_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--exclude", action="append", metavar="GLOB", help="layer-name globs to keep dense (repeatable; default: patch embed, norms, head)")
 
 
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("PELA training (frozen original teaches the factorized student)")
+    g.add_argument("--train", action="store_true", help="train the compressed model after factorizing")
+    g.add_argument("--train-data", help="digits | fashion-mnist | idx:DIR | FILE.npz | IMAGE_DIR (default: the model's dataset)")
+    g.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    g.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
+    g.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3; cosine schedule)")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
+    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up epochs (default 1)")
+    g.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default 1.0)")
+    g.add_argument("--alpha", type=float, default=1.0, help="weight of block-feature distillation (default 1)")
+    g.add_argument("--beta", type=float, default=0.0, help="weight of logit distillation (KL; default 0)")
+    g.add_argument("--temperature", type=float, default=2.0, help="logit-distillation temperature (default 2)")
+    g.add_argument("--lam", type=float, default=0.1, help="weight of the weight-perturbation term (default 0.1)")
+    g.add_argument("--eps", type=float, default=0.0, help="free margin of the weight-perturbation term (default 0)")
+    g.add_argument("--train-scope", choices=("factors", "all"), default="factors",
+                   help="train only the low-rank factors (PELA, default) or the whole student")
+    g.add_argument("--distill-blocks", help="comma-separated globs of the blocks to distil (default: found automatically)")
+    g.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted training run from <out>/train/")
+
+
+def add_calib_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data-aware compression")
+    g.add_argument("--calib-data", help="calibration data for weighted SVD / sensitivity ranks (default: the model's dataset)")
+    g.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256, seeded selection)")
+    g.add_argument("--energy", type=float, help="spectral energy to keep per layer, for --rank-policy energy (e.g. 0.9)")
+    g.add_argument("--param-budget", type=float,
+                   help="parameter budget of the factorized layers, for --rank-policy budget/sensitivity")
+
+
+def _train_config(ns: argparse.Namespace) -> Any:
+    if not getattr(ns, "train", False):
+        return None
+    from ..train import TrainConfig
+
+    blocks = tuple(b for b in (ns.distill_blocks or "").split(",") if b) or None
+    return TrainConfig(epochs=ns.epochs, batch_size=ns.batch_size, lr=ns.lr, weight_decay=ns.weight_decay,
+                       warmup_epochs=ns.warmup_epochs, grad_clip=ns.grad_clip, alpha=ns.alpha, beta=ns.beta,
+                       lam=ns.lam, eps=ns.eps, temperature=ns.temperature, scope=ns.train_scope,
+                       distill_blocks=blocks, seed=ns.seed, resume=ns.resume)
+
+
 def add_export_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("export")
     g.add_argument("--opset", type=int, default=17, help="ONNX opset 13..20 (default 17: TensorRT 8.6 / JetPack 6.0 parses it)")
@@ -93,5 +137,7 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
         dynamic_batch=not get("static_shapes", False), simplifier=get("simplifier", "onnxsim"),
         atol=get("atol"), rtol=get("rtol"), data=get("data"), eval_samples=None if eval_samples == 0 else eval_samples,
         runs=get("runs", 30), warmup=get("warmup", 5), batch_sizes=tuple(get("batch_sizes")) if get("batch_sizes") else None,
-        threads=get("threads"), skip=tuple(get("skip", ()) or ()), progress=not get("no_progress", False),
+        threads=get("threads"), calib_data=get("calib_data"), calib_samples=get("calib_samples", 256),
+        energy=get("energy"), param_budget=get("param_budget"), train=_train_config(ns), train_data=get("train_data"),
+        skip=tuple(get("skip", ()) or ()), progress=not get("no_progress", False),
     )

@@ -25,6 +25,8 @@ EXAMPLES = {
         pela-export compress                              # factorize the embedded default at k=2
         pela-export compress timm:swin_tiny_patch4_window7_224 --ratio 3 --exclude '*downsample*'
         pela-export compress mypkg.models:build --checkpoint w.pt --input-shape 3,64,64
+        pela-export compress --ratio 4 --train --epochs 10          # PELA training: distil from the frozen original
+        pela-export compress --ratio 3 --method whiten --calib-samples 512
     """,
     "export": """
         pela-export export                                # ONNX of original + compressed, simplified and verified
@@ -65,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     subs = parser.add_subparsers(title="commands", metavar="COMMAND")
     common = (A.add_model_args, A.add_output_args)
     _sub(subs, "run", "all stages in order: compress, export, simplify, verify, bench, report",
-         (*common, A.add_compress_args, A.add_export_args, A.add_bench_args, A.add_skip_args))
-    _sub(subs, "compress", "factorize eligible linears and save the compressed model + rank table",
-         (*common, A.add_compress_args))
+         (*common, A.add_compress_args, A.add_calib_args, A.add_train_args, A.add_export_args, A.add_bench_args,
+          A.add_skip_args))
+    _sub(subs, "compress", "factorize eligible linears (optionally PELA-train them) and save the model + rank table",
+         (*common, A.add_compress_args, A.add_calib_args, A.add_train_args))
     _sub(subs, "export", "trace original and compressed to ONNX, simplify, and verify against PyTorch",
          (*common, A.add_compress_args, A.add_export_args))
     _sub(subs, "bench", "benchmark original vs compressed (params, FLOPs, size, latency, accuracy) and write the report",

@@ -1,14 +1,23 @@
 """Low-rank compression: eligible ``nn.Linear`` → ``LowRankLinear`` (U·V)."""
-from .decompose import DECOMPOSITIONS, Factors, relative_error, truncated_svd
+from .allocators import budget_allocator, energy_allocator, energy_rank
+from .decompose import DECOMPOSITIONS, Decomposition, Factors, relative_error, truncated_svd
 from .factorize import CompressionResult, LayerRecord, factorize_model, format_rank_table
 from .layer import LowRankLinear, dense_params, lowrank_params
-from .ranks import RANK_ALLOCATORS, LayerShape, align_rank, check_ratio, pela_rank
+from .ranks import (RANK_ALLOCATORS, AllocationInputs, LayerShape, RankAllocator, align_rank, check_ratio,
+                    pela_rank)
+from .risk import output_error, svd_risk
 from .saved import load_compressed, read_spec, save_compressed
 from .select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, select_linears
+from .sensitivity import sensitivity_allocator
+from .stats import CalibrationError, LayerStats, collect_activation_stats, collect_fisher, with_fisher
+from .weighted import activation_aware_svd, fisher_weighted_svd, whitened_svd
 
 __all__ = [
-    "DECOMPOSITIONS", "Factors", "relative_error", "truncated_svd", "CompressionResult", "LayerRecord",
-    "factorize_model", "format_rank_table", "LowRankLinear", "dense_params", "lowrank_params",
-    "RANK_ALLOCATORS", "LayerShape", "align_rank", "check_ratio", "pela_rank", "load_compressed",
-    "read_spec", "save_compressed", "DEFAULT_EXCLUDE", "DEFAULT_INCLUDE", "select_linears",
+    "DECOMPOSITIONS", "Decomposition", "Factors", "relative_error", "truncated_svd", "CompressionResult",
+    "LayerRecord", "factorize_model", "format_rank_table", "LowRankLinear", "dense_params", "lowrank_params",
+    "RANK_ALLOCATORS", "AllocationInputs", "LayerShape", "RankAllocator", "align_rank", "check_ratio",
+    "pela_rank", "load_compressed", "read_spec", "save_compressed", "DEFAULT_EXCLUDE", "DEFAULT_INCLUDE",
+    "select_linears", "budget_allocator", "energy_allocator", "energy_rank", "output_error", "svd_risk",
+    "sensitivity_allocator", "CalibrationError", "LayerStats", "collect_activation_stats", "collect_fisher",
+    "with_fisher", "activation_aware_svd", "fisher_weighted_svd", "whitened_svd",
 ]

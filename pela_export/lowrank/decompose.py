@@ -11,6 +11,7 @@ from typing import Protocol
 import torch
 
 from .._registry import Registry
+from .stats import LayerStats
 
 
 @dataclass
@@ -23,25 +24,38 @@ class Factors:
 
 
 class Decomposition(Protocol):
-    def __call__(self, weight: torch.Tensor, rank: int) -> Factors: ...
+    """``(weight, rank, stats)`` → factors; weighted methods raise if their statistics are missing.
+
+    Methods may take extra keyword-only options (ASVD's ``alpha``) with defaults.
+    """
+
+    def __call__(self, weight: torch.Tensor, rank: int, stats: LayerStats | None = None) -> Factors: ...
 
 
 DECOMPOSITIONS: Registry[Decomposition] = Registry("decomposition method", flag="--method")
 
 
 @DECOMPOSITIONS.register("svd")
-def truncated_svd(weight: torch.Tensor, rank: int) -> Factors:
+def truncated_svd(weight: torch.Tensor, rank: int, stats: LayerStats | None = None) -> Factors:
     """Plain truncated SVD with √Σ split into both factors (PELA's initialisation).
 
     Splitting √Σ keeps U and V at similar scales, which matters for FP16/INT8
     later and for training the factors. Computed in float64 for accuracy.
+    ``stats`` is accepted for the common signature and ignored.
     """
-    w = weight.detach().to(torch.float64)
-    left, s, right_t = torch.linalg.svd(w, full_matrices=False)
+    u, v, s = split_svd(weight.detach().to(torch.float64), rank)
+    return as_factors(u, v, s, weight.dtype)
+
+
+def split_svd(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rank-``rank`` SVD of a float64 matrix as (U·√Σ, √Σ·Vᵀ, full spectrum); shared by every method."""
+    left, s, right_t = torch.linalg.svd(matrix, full_matrices=False)
     root = s[:rank].sqrt()
-    u = left[:, :rank] * root
-    v = root[:, None] * right_t[:rank]
-    return Factors(u=u.to(weight.dtype), v=v.to(weight.dtype), singular_values=s.to(weight.dtype))
+    return left[:, :rank] * root, root[:, None] * right_t[:rank], s
+
+
+def as_factors(u: torch.Tensor, v: torch.Tensor, s: torch.Tensor, dtype: torch.dtype) -> Factors:
+    return Factors(u=u.to(dtype), v=v.to(dtype), singular_values=s.to(dtype))
 
 
 def relative_error(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> float:

@@ -6,6 +6,7 @@ sensitivity) sit beside PELA's global ratio and share alignment and the
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,11 +28,30 @@ class LayerShape:
     singular_values: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class AllocationInputs:
+    """Policy inputs beyond the ratio; each policy checks the ones it needs and names the flag.
+
+    ``evaluate(name, rank)`` returns the calibration-loss increase with only layer
+    ``name`` factorized at ``rank`` (factorize_model builds it from ``loss_fn``).
+    """
+
+    energy: float | None = None
+    param_budget: float | None = None
+    candidate_ranks: tuple[int, ...] | None = None
+    evaluate: Callable[[str, int], float] | None = None
+
+
 class RankAllocator(Protocol):
-    def __call__(self, layers: list[LayerShape], ratio: float) -> dict[str, int]: ...
+    """``(layers, ratio, inputs)`` → rank per layer name; rank < 1 means "keep dense"."""
+
+    def __call__(self, layers: list[LayerShape], ratio: float, inputs: AllocationInputs | None = None) -> dict[str, int]: ...
 
 
 RANK_ALLOCATORS: Registry[RankAllocator] = Registry("rank allocator", flag="--rank-policy")
+# What factorize_model must prepare for a policy: "spectrum" (LayerShape.singular_values)
+# and/or "evaluate" (AllocationInputs.evaluate, needs loss_fn). Filled in by each policy's module.
+ALLOCATOR_NEEDS: dict[str, frozenset[str]] = {}
 
 
 def check_ratio(ratio: float) -> float:
@@ -61,6 +81,18 @@ def align_rank(rank: int, multiple: int | None) -> int:
     return max(multiple, (rank // multiple) * multiple)
 
 
+def max_saving_rank(shape: LayerShape) -> int:
+    """Largest rank that still stores fewer parameters than dense: r·(in+out) < in·out (bias cancels)."""
+    return (shape.in_features * shape.out_features - 1) // (shape.in_features + shape.out_features)
+
+
+def layer_params(shape: LayerShape, rank: int) -> int:
+    """Parameters the layer will hold at ``rank`` (dense when that would not save)."""
+    if saves_params(shape, rank):
+        return lowrank_params(shape.in_features, shape.out_features, rank, shape.bias)
+    return dense_params(shape.in_features, shape.out_features, shape.bias)
+
+
 def saves_params(shape: LayerShape, rank: int) -> bool:
     """True when factorizing at ``rank`` stores strictly fewer parameters than the dense layer."""
     return rank >= 1 and lowrank_params(shape.in_features, shape.out_features, rank, shape.bias) < dense_params(
@@ -69,6 +101,6 @@ def saves_params(shape: LayerShape, rank: int) -> bool:
 
 
 @RANK_ALLOCATORS.register("ratio")
-def ratio_allocator(layers: list[LayerShape], ratio: float) -> dict[str, int]:
+def ratio_allocator(layers: list[LayerShape], ratio: float, inputs: AllocationInputs | None = None) -> dict[str, int]:
     """PELA's uniform rule: the same compression ratio k for every layer."""
     return {layer.name: pela_rank(layer.in_features, layer.out_features, ratio) for layer in layers}

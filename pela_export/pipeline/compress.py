@@ -7,6 +7,7 @@ from .._io import write_text_atomic
 from ..bench import count_params
 from ..lowrank import factorize_model, format_rank_table, save_compressed
 from .context import Context, log
+from .dataaware import data_aware_kwargs
 
 
 def compress_stage(ctx: Context) -> dict[str, Any]:
@@ -14,8 +15,9 @@ def compress_stage(ctx: Context) -> dict[str, Any]:
     cfg = ctx.cfg
     log(f"compressing {ctx.loaded.name}: method={cfg.method}, rank policy={cfg.rank_policy}, k={cfg.ratio:g}"
         + (f", align={cfg.align}" if cfg.align else ""))
+    extra, calibration = data_aware_kwargs(ctx)
     result = factorize_model(ctx.original(), ratio=cfg.ratio, method=cfg.method, rank_policy=cfg.rank_policy,
-                             align=cfg.align, include=cfg.include, exclude=cfg.exclude)
+                             align=cfg.align, include=cfg.include, exclude=cfg.exclude, **extra)
     if not result.factorized:
         from ..errors import OptionError
 
@@ -24,7 +26,13 @@ def compress_stage(ctx: Context) -> dict[str, Any]:
             fix="check --include/--exclude globs against the layer names (`pela-export inspect MODEL`), or lower --ratio")
     if cfg.include is None or cfg.exclude is None:
         ctx.note("layer selection uses the default globs (attention and MLP linears; patch embed, norms, head kept dense)")
-    source = {"model": ctx.loaded.source, "checkpoint": cfg.checkpoint, "input_shape": list(ctx.loaded.input_shape)}
+    training = None
+    if cfg.train is not None:
+        from .train import train_stage
+
+        training = train_stage(ctx, result.model)
+    source = {"model": ctx.loaded.source, "checkpoint": cfg.checkpoint, "input_shape": list(ctx.loaded.input_shape),
+              "trained": training is not None}
     save_compressed(result, ctx.artifacts.compressed_ckpt, ctx.artifacts.lowrank_spec, source=source)
     table = format_rank_table(result)
     write_text_atomic(ctx.artifacts.rank_table, f"# Ranks: {ctx.loaded.name} (k={cfg.ratio:g})\n\n{table}\n")
@@ -33,6 +41,8 @@ def compress_stage(ctx: Context) -> dict[str, Any]:
     record = {
         "compression": result.to_dict(),
         "params": {"original": count_params(ctx.original()), "compressed": count_params(result.model)},
+        "calibration": calibration,
+        "training": training,
         "artifacts": {"checkpoint": str(ctx.artifacts.compressed_ckpt), "spec": str(ctx.artifacts.lowrank_spec),
                       "rank_table": str(ctx.artifacts.rank_table)},
     }

@@ -47,6 +47,13 @@ class RunConfig:
     warmup: int = 5
     batch_sizes: tuple[int, ...] | None = None  # None: (1, 8), or (1,) with static shapes
     threads: int | None = None
+    # data-aware compression and PELA training (train: a pela_export.train.TrainConfig, None = no training)
+    calib_data: str | None = None
+    calib_samples: int = 256
+    energy: float | None = None
+    param_budget: float | None = None
+    train: Any = None
+    train_data: str | None = None
     skip: tuple[str, ...] = field(default_factory=tuple)
     progress: bool = True
 
@@ -66,11 +73,15 @@ class RunConfig:
         elif not self.dynamic_batch and tuple(self.batch_sizes) != (1,):
             raise OptionError(f"--static-shapes exports batch size 1, but --batch-sizes asks for {list(self.batch_sizes)}",
                               fix="pass --batch-sizes 1 with --static-shapes, or drop --static-shapes")
+        if self.calib_samples < 1:
+            raise OptionError(f"--calib-samples must be >= 1, got {self.calib_samples}", fix="pass --calib-samples 256")
+        if self.train is not None:
+            self.train.validate()
         if self.eval_samples is not None and self.eval_samples < 1:
             raise OptionError(f"--eval-samples must be >= 1, got {self.eval_samples}", fix="pass --eval-samples 1000, or 0 for all")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self)  # nested TrainConfig (a dataclass) becomes a dict too
 
 
 def default_out_dir(model_name: str) -> Path:

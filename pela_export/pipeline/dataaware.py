@@ -1,0 +1,65 @@
+"""Inputs of data-aware compression, gathered from calibration data: activation
+statistics (ASVD, whitening, risk scores), Fisher rows (FWSVD) and a loss probe
+(sensitivity-based ranks). Only what the chosen method/policy needs is computed."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..lowrank.select import select_linears
+from .calib import CalibData, calibration_data
+from .context import Context, log
+
+WEIGHTED_METHODS = {"fwsvd": {"abs_mean", "gram"}, "asvd": {"abs_mean"}, "whiten": {"gram"}}
+CALIB_BATCH = 32
+
+
+def _loss_probe(model_ref: nn.Module, calib: CalibData) -> Callable[[nn.Module], float]:
+    """Mean cross-entropy on labelled calibration data, else MSE to the original's logits."""
+    batches = calib.batches(CALIB_BATCH)
+    with torch.no_grad():
+        reference = [model_ref(x) for x, _ in batches] if calib.y is None else None
+
+    @torch.no_grad()
+    def loss(model: nn.Module) -> float:
+        total, n = 0.0, 0
+        for i, (x, y) in enumerate(batches):
+            out = model(x)
+            value = F.cross_entropy(out, y, reduction="sum") if y is not None else \
+                F.mse_loss(out, reference[i], reduction="sum") / out.shape[-1]  # type: ignore[index]
+            total += float(value)
+            n += x.shape[0]
+        return total / max(n, 1)
+
+    return loss
+
+
+def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Extra ``factorize_model`` kwargs for the configured method/policy, plus a record of the data used."""
+    from ..lowrank.stats import collect_activation_stats, collect_fisher, with_fisher
+
+    cfg, model = ctx.cfg, ctx.original()
+    kwargs: dict[str, Any] = {"energy": cfg.energy, "param_budget": cfg.param_budget}
+    need = set(WEIGHTED_METHODS.get(cfg.method, set()))
+    has_dataset = (getattr(cfg, "calib_data", None) or cfg.data or ctx.loaded.default_dataset) is not None
+    if has_dataset:
+        need |= {"gram"}  # cheap on real data, and it gives every layer its risk score in the rank table
+    sensitivity = cfg.rank_policy == "sensitivity"
+    if not need and not sensitivity:
+        return kwargs, None
+    why = f"--method {cfg.method}" if cfg.method != "svd" else f"--rank-policy {cfg.rank_policy}" if sensitivity else "risk scores"
+    calib = calibration_data(ctx, cfg.calib_samples, labelled=cfg.method == "fwsvd", why=why)
+    names = [n for n, _ in select_linears(model, cfg.include, cfg.exclude)]
+    if need:
+        log(f"collecting calibration statistics ({', '.join(sorted(need))}) on {calib.source}")
+        stats = collect_activation_stats(model, names, calib.batches(CALIB_BATCH), need=need & {"abs_mean", "gram"})
+        if cfg.method == "fwsvd":
+            stats = with_fisher(stats, collect_fisher(model, names, calib.batches(CALIB_BATCH)))
+        kwargs["stats"] = stats
+    if sensitivity:
+        kwargs["loss_fn"] = _loss_probe(model, calib)
+    return kwargs, calib.describe()

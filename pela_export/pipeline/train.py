@@ -1,0 +1,49 @@
+"""PELA intermediate training inside the compress stage: the frozen original
+teaches the factorized student; accuracy before/after goes into the record."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from ..errors import OptionError
+from .context import Context, log
+
+
+def train_stage(ctx: Context, student: nn.Module) -> dict[str, Any]:
+    """Train ``student`` in place per ``ctx.cfg.train``; checkpoints go to ``<out>/train/``."""
+    from ..train import accuracy_fn, from_spec, load_train_data, model_preprocessing, train_pela
+
+    cfg, loaded = ctx.cfg, ctx.loaded
+    tc = dataclasses.replace(cfg.train, checkpoint_dir=str(ctx.artifacts.root / "train"), device=cfg.device,
+                             progress=cfg.progress)
+    source = cfg.train_data or cfg.data or loaded.default_dataset
+    if source is None:
+        raise OptionError(f"--train needs training data and {loaded.name!r} has no dataset",
+                          fix="pass --train-data digits|fashion-mnist|idx:DIR|FILE.npz|IMAGE_DIR")
+    if cfg.train_data is None:
+        ctx.note(f"PELA training data: {source} (train split; pass --train-data to change)")
+    data = load_train_data(source, loaded)
+    eval_fn = None
+    eval_spec = cfg.data or loaded.default_dataset
+    if eval_spec is not None and len(loaded.input_shape) == 3:
+        test = from_spec(eval_spec, tuple(loaded.input_shape), model_preprocessing(loaded), split="test")  # type: ignore[arg-type]
+        eval_fn = accuracy_fn(test)
+    before = {"original": eval_fn(ctx.original()), "compressed": eval_fn(student)} if eval_fn else {}
+    if before:
+        log(f"accuracy before training: original {before['original']:.2%}, compressed {before['compressed']:.2%}")
+    log(f"PELA training: {tc.epochs} epochs, scope={tc.scope}, alpha={tc.alpha}, beta={tc.beta}, "
+        f"lambda={tc.lam}, eps={tc.eps}, lr={tc.lr}")
+    result = train_pela(student, ctx.original(), data, tc, eval_fn=eval_fn)
+    after = eval_fn(student) if eval_fn else None
+    return {
+        "config": dataclasses.asdict(tc),
+        "data": data.name if hasattr(data, "name") else str(source),
+        "accuracy_before": before or None,
+        "accuracy_after": after,
+        "history": result.history,
+        "seconds": round(result.seconds, 2),
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+    }

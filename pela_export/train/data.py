@@ -1,0 +1,201 @@
+"""Training data for PELA intermediate training: every source becomes a
+:class:`TrainData` that yields ``(x, y or None)`` batches in an order drawn
+from a caller-owned ``torch.Generator``.
+
+The generator is owned by the loop (and saved in its checkpoints) rather than
+reseeded per epoch, so an interrupted run resumes on exactly the batches an
+uninterrupted one would have seen. Sources: the dataset registry (``digits``,
+``fashion-mnist``, ``idx:DIR``), ``.npz`` arrays, an ImageNet-layout image
+folder (:mod:`.images`) and any map-style torch Dataset. Unlabelled sources
+give ``y = None`` (distillation only).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..data import DATASETS, ArrayDataset, adapt_images, load_dataset
+from ..errors import DatasetError, OptionError
+from ..models.base import LoadedModel, Preprocessing
+
+Batch = tuple[torch.Tensor, torch.Tensor | None]
+
+
+@dataclass
+class TrainData:
+    """Training examples the loop shuffles by index: in-memory tensors or a map-style Dataset."""
+
+    name: str
+    x: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    dataset: Dataset | None = None
+    labelled: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.x is None) == (self.dataset is None):
+            raise ValueError("TrainData needs exactly one of x (tensors) or dataset")
+        if self.x is not None:
+            self.labelled = self.y is not None
+        if len(self) == 0:
+            raise DatasetError(f"training data {self.name!r} is empty", fix="pass a training set with examples")
+
+    def __len__(self) -> int:
+        return len(self.x) if self.x is not None else len(self.dataset)  # type: ignore[arg-type]
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """One epoch of batches, shuffled with ``generator`` (in order when it is None)."""
+        if batch_size < 1:
+            raise OptionError(f"batch size must be >= 1, got {batch_size}", fix="pass --batch-size 64 (or >= 1)")
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            if self.x is not None:
+                yield self.x[idx], (self.y[idx] if self.y is not None else None)
+            else:
+                yield self._collate([self.dataset[int(i)] for i in idx])  # type: ignore[index]
+
+    def _collate(self, items: list[Any]) -> Batch:
+        if self.labelled:
+            xs = torch.stack([torch.as_tensor(it[0]) for it in items]).float()
+            ys = torch.as_tensor([int(it[1]) for it in items], dtype=torch.int64)
+            return xs, ys
+        xs = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
+        return torch.stack([torch.as_tensor(x) for x in xs]).float(), None
+
+
+def from_arrays(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None = None,
+                name: str = "arrays") -> TrainData:
+    """Already model-ready inputs (float, batch first) and optional integer labels."""
+    xt = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x).float()
+    yt = None if y is None else torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).long()
+    if yt is not None and (yt.ndim != 1 or len(yt) != len(xt)):
+        raise DatasetError(f"{name}: labels have shape {tuple(yt.shape)}, expected ({len(xt)},)",
+                           fix="provide exactly one integer label per example")
+    return TrainData(name=name, x=xt, y=yt)
+
+
+def from_torch_dataset(dataset: Dataset, name: str | None = None, labelled: bool | None = None) -> TrainData:
+    """Any map-style Dataset whose items are ``x`` or ``(x, y)``; labels are detected from item 0."""
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise OptionError(f"{type(dataset).__name__} is not a map-style Dataset (needs __len__ and __getitem__)",
+                          fix="wrap an iterable dataset in a map-style one, or pass arrays")
+    if labelled is None:
+        first = dataset[0] if len(dataset) else None  # type: ignore[arg-type]
+        labelled = isinstance(first, (tuple, list)) and len(first) >= 2
+    return TrainData(name=name or type(dataset).__name__, dataset=dataset, labelled=labelled)
+
+
+def from_array_dataset(data: ArrayDataset, input_shape: tuple[int, int, int],
+                       preprocessing: Preprocessing | None, split: str = "train") -> TrainData:
+    """One split of an :class:`ArrayDataset`, resized/normalised to the model input."""
+    x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+    return from_arrays(adapt_images(x, input_shape, preprocessing), y, name=f"{data.name}:{split}")
+
+
+def from_spec(spec: str, input_shape: tuple[int, int, int], preprocessing: Preprocessing | None,
+              split: str = "train") -> TrainData:
+    """A dataset-registry spec (``digits``, ``fashion-mnist``, ``idx:DIR``)."""
+    return from_array_dataset(load_dataset(spec), input_shape, preprocessing, split)
+
+
+def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validated ``x`` (float32 NCHW in [0, 1]) and optional ``y`` (int64) from an ``.npz`` file.
+
+    ``x`` may be (N, C, H, W) or (N, H, W) (one channel), float in [0, 1] or uint8 0..255.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"npz file {str(p)!r} does not exist", fix="check the path passed with --train-data")
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:  # zipfile/pickle/OSError variants
+        raise DatasetError(f"cannot read npz file {str(p)!r} ({type(exc).__name__}: {exc})",
+                           fix="write it with numpy.savez(path, x=images, y=labels)") from None
+    if "x" not in arrays:
+        raise DatasetError(f"npz file {str(p)!r} has no key 'x' (keys: {', '.join(arrays) or 'none'})",
+                           fix="store the images under key 'x' (and optional labels under 'y')")
+    x = arrays["x"]
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or len(x) == 0:
+        raise DatasetError(f"npz file {str(p)!r}: key 'x' has shape {arrays['x'].shape}, "
+                           "expected (N, C, H, W) or (N, H, W) with N >= 1",
+                           fix="store a batch of images under key 'x'")
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    elif np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    else:
+        raise DatasetError(f"npz file {str(p)!r}: key 'x' has dtype {x.dtype}, expected float (values in [0, 1]) "
+                           "or uint8 (0..255)", fix="cast images with .astype(np.float32) / 255")
+    y = arrays.get("y")
+    if y is not None:
+        if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+            raise DatasetError(f"npz file {str(p)!r}: key 'y' has dtype {y.dtype} shape {y.shape}, "
+                               f"expected integer labels of shape ({len(x)},)",
+                               fix="store one integer label per image under 'y', or omit 'y' for unlabelled data")
+        if y.min() < 0:
+            raise DatasetError(f"npz file {str(p)!r}: key 'y' has negative labels", fix="labels must be 0..C-1")
+        y = y.astype(np.int64)
+    return np.ascontiguousarray(x), y
+
+
+def from_npz(path: str | Path, input_shape: tuple[int, int, int],
+             preprocessing: Preprocessing | None) -> TrainData:
+    """``.npz`` images adapted to the model input like the registry datasets."""
+    x, y = read_npz(path)
+    return from_arrays(adapt_images(x, input_shape, preprocessing), y, name=str(path))
+
+
+def model_preprocessing(loaded: LoadedModel) -> Preprocessing | None:
+    """The recorded preprocessing of ``loaded``, or one from timm's data config (mean/std), or None."""
+    if loaded.preprocessing is not None:
+        return loaded.preprocessing
+    if getattr(loaded.model, "pretrained_cfg", None) and len(loaded.input_shape) == 3:
+        from timm.data import resolve_data_config
+
+        cfg = resolve_data_config({}, model=loaded.model)
+        c, h, w = (int(v) for v in loaded.input_shape)
+        return Preprocessing(mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), size=(h, w), channels=c)
+    return None
+
+
+def load_train_data(source: Any, loaded: LoadedModel) -> TrainData:
+    """Resolve a training source for ``loaded``'s input.
+
+    ``source``: a :class:`TrainData`, a torch Dataset, an :class:`ArrayDataset`
+    (train split), a path to an ``.npz`` file, a directory of images, or a
+    registry spec (``digits``, ``fashion-mnist``, ``idx:DIR``).
+    """
+    if isinstance(source, TrainData):
+        return source
+    if isinstance(source, Dataset):
+        return from_torch_dataset(source)
+    shape = tuple(int(v) for v in loaded.input_shape)
+    pre = model_preprocessing(loaded)
+    if len(shape) != 3:
+        raise OptionError(f"model input shape {shape} is not an image (C, H, W)",
+                          fix="pass training data as a torch Dataset through the API")
+    if isinstance(source, ArrayDataset):
+        return from_array_dataset(source, shape, pre)  # type: ignore[arg-type]
+    text = str(source)
+    if text.partition(":")[0] in DATASETS:
+        return from_spec(text, shape, pre)  # type: ignore[arg-type]
+    if text.endswith(".npz"):
+        return from_npz(text, shape, pre)  # type: ignore[arg-type]
+    if Path(text).expanduser().is_dir():
+        from .images import image_folder
+
+        return image_folder(Path(text).expanduser(), pre, shape)  # type: ignore[arg-type]
+    return from_spec(text, shape, pre)  # type: ignore[arg-type]

@@ -1,0 +1,61 @@
+"""Data-aware compression and PELA training through the pipeline, on the embedded digits default."""
+import json
+
+import pytest
+
+from pela_export.cli.main import main
+
+
+@pytest.fixture
+def digits_env(monkeypatch, default_cache):
+    monkeypatch.setenv("PELA_EXPORT_CACHE", str(default_cache))
+
+
+def _record(out):
+    return json.loads((out / "stages" / "compress.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [
+    ["--method", "whiten"], ["--method", "fwsvd"], ["--method", "asvd", "--rank-policy", "energy", "--energy", "0.9"],
+    ["--rank-policy", "sensitivity", "--ratio", "3"], ["--rank-policy", "budget", "--param-budget", "0.4"],
+])
+def test_compress_with_data_aware_options(tmp_path, digits_env, args):
+    out = tmp_path / "o"
+    assert main(["compress", *args, "--out", str(out), "--calib-samples", "64", "--no-progress"]) == 0
+    rec = _record(out)
+    assert rec["calibration"]["source"].startswith("digits train split")
+    assert rec["calibration"]["samples"] == 64
+    comp = rec["compression"]
+    assert comp["method"] == (args[1] if args[0] == "--method" else "svd")
+    factorized = [layer for layer in comp["layers"] if layer["status"] == "factorized"]
+    assert factorized and all(layer["risk"] is not None for layer in factorized)
+    if "--param-budget" in args:
+        assert comp["totals"]["params_after_factorized_layers"] <= 0.4 * comp["totals"]["params_before_factorized_layers"]
+
+
+@pytest.mark.slow
+def test_pela_training_recovers_accuracy_and_exports(tmp_path, digits_env):
+    out = tmp_path / "o"
+    assert main(["run", "--ratio", "4", "--train", "--epochs", "2", "--batch-sizes", "1", "--out", str(out),
+                 "--no-progress"]) == 0
+    training = _record(out)["training"]
+    assert training["accuracy_after"] > training["accuracy_before"]["compressed"]
+    assert [h["epoch"] for h in training["history"]] == [1, 2]
+    report = json.loads((out / "report.json").read_text())
+    assert report["verification"]["ok"] is True
+    # the deployed (ONNX) compressed model carries the trained weights
+    assert report["accuracy"]["top1_candidate"] == pytest.approx(training["accuracy_after"], abs=1e-9)
+
+
+def test_fwsvd_without_labels_is_a_clear_error(tmp_path, capsys):
+    code = main(["compress", "tiny_timm:deit_tiny_64", "--method", "fwsvd", "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "needs labelled data" in err and "--calib-data" in err
+
+
+def test_budget_below_minimum_is_a_clear_error(tmp_path, digits_env, capsys):
+    code = main(["compress", "--rank-policy", "budget", "--param-budget", "10", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "--param-budget" in capsys.readouterr().err
