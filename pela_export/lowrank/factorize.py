@@ -196,6 +196,7 @@ def _policy_inputs(method: str, alpha: float | None, energy: float | None, param
         "baseline_loss": probe.baseline if probe is not None else None,
         "sensitivity": {n: {str(r): d for r, d in sorted(c.items())} for n, c in probe.curves.items()}
         if probe is not None else None,
+        "sensitivity_joint_checks": getattr(probe, "joint_results", None) if probe is not None else None,
     }
 
 

@@ -204,3 +204,28 @@ def test_policy_inputs_round_trip(tmp_path):
     assert spec["rank_policy"] == "energy" and spec["policy_inputs"]["energy"] == 0.8
     x = torch.randn(3, 32)
     assert torch.equal(rebuilt(x), res.model.eval()(x))
+
+
+def test_monotone_curve_never_rises_with_rank():
+    from pela_export.lowrank.sensitivity import monotone
+
+    noisy = {4: 0.5, 8: -0.01, 16: 0.02, 32: 0.0}
+    assert monotone(noisy) == {32: 0.0, 16: 0.02, 8: 0.02, 4: 0.5}
+
+
+def test_sensitivity_final_choice_checked_on_joint_loss():
+    """When the additive estimate misleads, the joint measurement keeps the uniform ranks."""
+    from pela_export.lowrank.ranks import AllocationInputs, LayerShape
+    from pela_export.lowrank.sensitivity import sensitivity_allocator
+
+    layers = [LayerShape("a", 64, 64, True), LayerShape("b", 64, 64, True)]
+
+    class Probe:
+        def __call__(self, name, rank):  # additive view: "a" barely matters, so starve it
+            return (0.001 if name == "a" else 1.0) / rank
+
+        def joint(self, ranks):  # jointly, starving "a" is a disaster
+            return 10.0 if ranks["a"] < 16 else 0.1
+
+    ranks = sensitivity_allocator(layers, 2.0, AllocationInputs(evaluate=Probe()))
+    assert ranks == {"a": 16, "b": 16}  # the uniform PELA ranks at k=2
