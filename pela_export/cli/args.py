@@ -80,6 +80,9 @@ def add_calib_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calib-data", help="calibration data for weighted SVD / sensitivity ranks (default: the model's dataset)")
     g.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256, seeded selection)")
     g.add_argument("--energy", type=float, help="spectral energy to keep per layer, for --rank-policy energy (e.g. 0.9)")
+    g.add_argument("--asvd-alpha", type=float, default=None, help="ASVD exponent on mean |x| (default 0.5)")
+    g.add_argument("--candidate-ranks", type=_ints, default=None,
+                   help="ranks to probe for --rank-policy sensitivity (default: 0.25x..2x the uniform rank)")
     g.add_argument("--param-budget", type=float,
                    help="parameter budget of the factorized layers, for --rank-policy budget/sensitivity")
 
@@ -138,6 +141,7 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
         atol=get("atol"), rtol=get("rtol"), data=get("data"), eval_samples=None if eval_samples == 0 else eval_samples,
         runs=get("runs", 30), warmup=get("warmup", 5), batch_sizes=tuple(get("batch_sizes")) if get("batch_sizes") else None,
         threads=get("threads"), calib_data=get("calib_data"), calib_samples=get("calib_samples", 256),
-        energy=get("energy"), param_budget=get("param_budget"), train=_train_config(ns), train_data=get("train_data"),
+        energy=get("energy"), param_budget=get("param_budget"), asvd_alpha=get("asvd_alpha"),
+        candidate_ranks=get("candidate_ranks"), train=_train_config(ns), train_data=get("train_data"),
         skip=tuple(get("skip", ()) or ()), progress=not get("no_progress", False),
     )

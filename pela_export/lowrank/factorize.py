@@ -176,7 +176,7 @@ def _decomposition(method: str, alpha: float | None) -> Decomposition:
     if alpha is None:
         return decompose
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-        raise OptionError(f"ASVD alpha must be a finite number >= 0, got {alpha!r}", fix="pass --alpha 0.5 (or omit it)")
+        raise OptionError(f"ASVD alpha must be a finite number >= 0, got {alpha!r}", fix="pass --asvd-alpha 0.5 (or omit it)")
     if method != "asvd":
         return decompose
     return functools.partial(decompose, alpha=float(alpha))  # type: ignore[call-arg,return-value]

@@ -52,6 +52,8 @@ class RunConfig:
     calib_samples: int = 256
     energy: float | None = None
     param_budget: float | None = None
+    asvd_alpha: float | None = None
+    candidate_ranks: tuple[int, ...] | None = None
     train: Any = None
     train_data: str | None = None
     skip: tuple[str, ...] = field(default_factory=tuple)
@@ -73,6 +75,15 @@ class RunConfig:
         elif not self.dynamic_batch and tuple(self.batch_sizes) != (1,):
             raise OptionError(f"--static-shapes exports batch size 1, but --batch-sizes asks for {list(self.batch_sizes)}",
                               fix="pass --batch-sizes 1 with --static-shapes, or drop --static-shapes")
+        for flag, value, ok, when in (("--asvd-alpha", self.asvd_alpha, self.method == "asvd", "--method asvd"),
+                                      ("--energy", self.energy, self.rank_policy == "energy", "--rank-policy energy"),
+                                      ("--param-budget", self.param_budget, self.rank_policy in ("budget", "sensitivity"),
+                                       "--rank-policy budget or sensitivity"),
+                                      ("--candidate-ranks", self.candidate_ranks, self.rank_policy == "sensitivity",
+                                       "--rank-policy sensitivity")):
+            if value is not None and not ok:  # never ignore a user's option silently
+                raise OptionError(f"{flag} is only used with {when}, which this run does not select",
+                                  fix=f"add {when}, or drop {flag}")
         if self.calib_samples < 1:
             raise OptionError(f"--calib-samples must be >= 1, got {self.calib_samples}", fix="pass --calib-samples 256")
         if self.train is not None:

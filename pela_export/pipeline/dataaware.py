@@ -43,7 +43,8 @@ def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | No
     from ..lowrank.stats import collect_activation_stats, collect_fisher, with_fisher
 
     cfg, model = ctx.cfg, ctx.original()
-    kwargs: dict[str, Any] = {"energy": cfg.energy, "param_budget": cfg.param_budget}
+    kwargs: dict[str, Any] = {"energy": cfg.energy, "param_budget": cfg.param_budget, "alpha": cfg.asvd_alpha,
+                              "candidate_ranks": cfg.candidate_ranks}
     need = set(WEIGHTED_METHODS.get(cfg.method, set()))
     has_dataset = (getattr(cfg, "calib_data", None) or cfg.data or ctx.loaded.default_dataset) is not None
     if has_dataset:

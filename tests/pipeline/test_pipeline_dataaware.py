@@ -59,3 +59,14 @@ def test_budget_below_minimum_is_a_clear_error(tmp_path, digits_env, capsys):
     code = main(["compress", "--rank-policy", "budget", "--param-budget", "10", "--out", str(tmp_path / "o")])
     assert code == 2
     assert "--param-budget" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--asvd-alpha", "0.3"], "--asvd-alpha is only used with --method asvd"),
+    (["--energy", "0.9"], "--energy is only used with --rank-policy energy"),
+    (["--param-budget", "0.5"], "--param-budget is only used with --rank-policy budget or sensitivity"),
+    (["--candidate-ranks", "8,16"], "--candidate-ranks is only used with --rank-policy sensitivity"),
+])
+def test_options_for_another_method_are_not_silently_ignored(capsys, args, needle):
+    assert main(["compress", "tiny_timm:deit_tiny_64", *args]) == 2
+    assert needle in capsys.readouterr().err
