@@ -94,7 +94,7 @@ def test_asvd_alpha_option():
     res = factorize_model(model, method="asvd", alpha=1.0, stats=stats)
     assert res.to_dict()["policy_inputs"]["alpha"] == 1.0
     assert factorize_model(model, method="asvd", stats=stats).policy_inputs["alpha"] == 0.5
-    with pytest.raises(Exception, match="--alpha"):
+    with pytest.raises(Exception, match="--asvd-alpha"):
         factorize_model(model, method="asvd", alpha=-1, stats=stats)
 
 
