@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_path
+from .._progress import make_progress
 from .._registry import Registry
 from ..errors import CheckpointError, OptionError
 from .base import LoadedModel, Preprocessing
@@ -194,19 +195,6 @@ def evaluate_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size
     return correct / max(1, len(x))
 
 
-def _make_progress(enabled: bool) -> Any:
-    """A rich Progress on stderr when enabled and stderr is a terminal, else None."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-    try:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    except ImportError:
-        return None
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-
-
 def train_recipe(recipe: Recipe | str, progress: bool = True, num_threads: int | None = None,
                  epochs: int | None = None,
                  on_epoch_end: Callable[[int, nn.Module, float], None] | None = None,
@@ -254,7 +242,7 @@ def train_recipe(recipe: Recipe | str, progress: bool = True, num_threads: int |
         y_all = torch.from_numpy(y_train)
         mean_t = torch.tensor(mean).view(1, -1, 1, 1)
         std_t = torch.tensor(std).view(1, -1, 1, 1)
-        bar = _make_progress(progress)
+        bar = make_progress(progress)
         task = bar.add_task(f"training {rec.name}-vit", total=n_epochs, info="") if bar else None
         if bar:
             bar.start()

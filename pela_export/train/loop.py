@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from .._progress import make_progress
 from ..errors import CheckpointError, OptionError
 from ..lowrank.layer import LowRankLinear
 from .checkpoint import (
@@ -121,19 +122,6 @@ def _rng_preserved(device: torch.device) -> Iterator[None]:
             random.setstate(py_state)
 
 
-def _progress(enabled: bool) -> Any:
-    """A rich progress bar on stderr when enabled and stderr is a terminal, else None."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-    try:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    except ImportError:
-        return None
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-
-
 def format_epoch(rec: dict[str, Any], epochs: int) -> str:
     """The one line logged per epoch."""
     terms = " ".join(f"{k} {rec[k]:.4f}" for k in TERMS)
@@ -216,7 +204,7 @@ def _run(student: nn.Module, teacher: nn.Module, data: TrainData, cfg: TrainConf
 
     loss = PelaLoss(student, teacher, alpha=cfg.alpha, beta=cfg.beta, lam=cfg.lam, eps=cfg.eps,
                     temperature=cfg.temperature, blocks=cfg.distill_blocks)
-    bar = _progress(cfg.progress)
+    bar = make_progress(cfg.progress)
     task = bar.add_task("PELA training", total=max(1, (cfg.epochs - start_epoch) * steps_per_epoch),
                         info="") if bar else None
     if bar:
