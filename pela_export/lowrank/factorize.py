@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import OptionError
 from .decompose import DECOMPOSITIONS, Decomposition, relative_error
-from .layer import LowRankLinear, dense_params, lowrank_params
+from .layer import dense_params, lowrank_from_linear, lowrank_params
 from .ranks import (ALLOCATOR_NEEDS, RANK_ALLOCATORS, AllocationInputs, LayerShape, align_rank, check_ratio,
                     max_saving_rank, saves_params)
 from .risk import output_error, svd_risk
@@ -154,10 +154,7 @@ def factorize_model(
             continue
         layer_stats = stats.get(name)
         factors = decompose(linear.weight, rank, layer_stats)
-        bias = linear.bias.detach() if linear.bias is not None else None
-        new = LowRankLinear.from_factors(factors.u, factors.v, bias)
-        new.train(linear.training)
-        set_submodule(target, name, new)
+        set_submodule(target, name, lowrank_from_linear(linear, factors.u, factors.v))
         gram = layer_stats.gram if layer_stats is not None else None
         result.layers.append(LayerRecord(
             name, shape.in_features, shape.out_features, shape.bias, rank, before,
@@ -196,7 +193,7 @@ def _policy_inputs(method: str, alpha: float | None, energy: float | None, param
         "baseline_loss": probe.baseline if probe is not None else None,
         "sensitivity": {n: {str(r): d for r, d in sorted(c.items())} for n, c in probe.curves.items()}
         if probe is not None else None,
-        "sensitivity_joint_checks": getattr(probe, "joint_results", None) if probe is not None else None,
+        "sensitivity_joint_checks": probe.joint_results if probe is not None else None,
     }
 
 

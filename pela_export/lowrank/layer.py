@@ -55,6 +55,13 @@ class LowRankLinear(nn.Module):
         return layer
 
 
+def lowrank_from_linear(linear: nn.Linear, u: torch.Tensor, v: torch.Tensor) -> LowRankLinear:
+    """The factorized replacement of ``linear``: its bias and its train/eval mode carried over."""
+    layer = LowRankLinear.from_factors(u, v, linear.bias.detach() if linear.bias is not None else None)
+    layer.train(linear.training)
+    return layer
+
+
 def dense_params(in_features: int, out_features: int, bias: bool) -> int:
     return in_features * out_features + (out_features if bias else 0)
 

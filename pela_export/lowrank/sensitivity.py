@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import OptionError
 from .allocators import check_budget, resolve_budget
 from .decompose import Decomposition
-from .layer import LowRankLinear
+from .layer import lowrank_from_linear
 from .ranks import (ALLOCATOR_NEEDS, RANK_ALLOCATORS, AllocationInputs, LayerShape, layer_params,
                     max_saving_rank, ratio_allocator)
 from .select import set_submodule
@@ -40,6 +40,7 @@ class LossProbe:
         self.stats, self.loss_fn = stats or {}, loss_fn
         self.baseline = self._loss("the dense model")
         self.curves: dict[str, dict[int, float]] = {}
+        self.joint_results: list[dict[str, object]] = []
 
     def _loss(self, what: str) -> float:
         with torch.no_grad():
@@ -48,18 +49,26 @@ class LossProbe:
             raise OptionError(f"the calibration loss of {what} is {value}", fix="check --calib-data and the model's loss")
         return value
 
+    def _swapped_loss(self, ranks: Mapping[str, int], what: str) -> float:
+        """Loss increase with the layers in ``ranks`` factorized; the dense layers are always put back."""
+        swapped: dict[str, nn.Linear] = {}
+        try:
+            for name, rank in ranks.items():
+                if rank < 1 or name not in self.linears:
+                    continue
+                linear = self.linears[name]
+                f = self.decompose(linear.weight, rank, self.stats.get(name))
+                set_submodule(self.model, name, lowrank_from_linear(linear, f.u, f.v))
+                swapped[name] = linear
+            return self._loss(what) - self.baseline
+        finally:
+            for name, linear in swapped.items():
+                set_submodule(self.model, name, linear)
+
     def __call__(self, name: str, rank: int) -> float:
         curve = self.curves.setdefault(name, {})
         if rank not in curve:
-            linear = self.linears[name]
-            f = self.decompose(linear.weight, rank, self.stats.get(name))
-            probe = LowRankLinear.from_factors(f.u, f.v, linear.bias.detach() if linear.bias is not None else None)
-            probe.train(linear.training)
-            set_submodule(self.model, name, probe)
-            try:
-                curve[rank] = self._loss(f"{name} at rank {rank}") - self.baseline
-            finally:
-                set_submodule(self.model, name, linear)
+            curve[rank] = self._swapped_loss({name: rank}, f"{name} at rank {rank}")
         return curve[rank]
 
     def joint(self, ranks: Mapping[str, int]) -> float:
@@ -69,22 +78,8 @@ class LossProbe:
         choice lost 8 points against the uniform ratio), so the final choice is checked
         against the real joint loss. Results are kept in ``joint_results``.
         """
-        swapped: dict[str, nn.Linear] = {}
-        try:
-            for name, rank in ranks.items():
-                if rank < 1 or name not in self.linears:
-                    continue
-                linear = self.linears[name]
-                f = self.decompose(linear.weight, rank, self.stats.get(name))
-                low = LowRankLinear.from_factors(f.u, f.v, linear.bias.detach() if linear.bias is not None else None)
-                low.train(linear.training)
-                set_submodule(self.model, name, low)
-                swapped[name] = linear
-            value = self._loss("the jointly factorized model") - self.baseline
-        finally:
-            for name, linear in swapped.items():
-                set_submodule(self.model, name, linear)
-        self.joint_results = [*getattr(self, "joint_results", []), {"ranks": dict(ranks), "loss_increase": value}]
+        value = self._swapped_loss(ranks, "the jointly factorized model")
+        self.joint_results.append({"ranks": dict(ranks), "loss_increase": value})
         return value
 
 
