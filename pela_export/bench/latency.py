@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._threads import torch_threads
 from ..errors import OptionError
 from ._ort import check_input_name, make_session
 from .stats import LatencyStats
@@ -47,20 +48,6 @@ def time_callable(fn: Callable[[], Any], warmup: int, runs: int, batch: int,
         fn()
         times.append(time.perf_counter() - t0)
     return LatencyStats.from_seconds(times, batch=batch, threads=threads)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[int]:
-    """Temporarily set torch's intra-op thread count; yields the count in effect."""
-    if threads is not None and (isinstance(threads, bool) or threads < 1):
-        raise OptionError(f"--threads must be >= 1, got {threads}", fix="pass --threads with a positive integer")
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

@@ -12,8 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from torch import nn
 from .._io import atomic_path
 from .._progress import make_progress
 from .._registry import Registry
+from .._threads import torch_threads
 from ..errors import CheckpointError, OptionError
 from .base import LoadedModel, Preprocessing
 
@@ -138,18 +138,6 @@ def cache_path(recipe: str, cache_dir: Path | None = None) -> Path:
     return Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"{recipe}-vit.pt"
 
 
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (restored afterwards)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -222,7 +210,7 @@ def train_recipe(recipe: Recipe | str, progress: bool = True, num_threads: int |
 
     start_time = time.perf_counter()
     # fork_rng: seeding here must not disturb the caller's global RNG stream
-    with _torch_threads(num_threads or _default_threads()), torch.random.fork_rng(devices=[]):
+    with torch_threads(num_threads or _default_threads()), torch.random.fork_rng(devices=[]):
         torch.manual_seed(rec.seed)
         gen = torch.Generator().manual_seed(rec.seed)
         model = build_vit(rec)
