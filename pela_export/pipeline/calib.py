@@ -11,6 +11,7 @@ import torch
 
 from ..errors import OptionError
 from .context import Context
+from .evaldata import image_split
 
 CALIB_SEED = 0
 
@@ -38,10 +39,8 @@ class CalibData:
 
 def calibration_data(ctx: Context, samples: int, *, labelled: bool, why: str, split: str = "train") -> CalibData:
     """``samples`` seeded-random examples of the calibration source, adapted to the model input."""
-    from ..data import adapt_images, load_dataset
-
     cfg, loaded = ctx.cfg, ctx.loaded
-    spec = getattr(cfg, "calib_data", None) or cfg.data or loaded.default_dataset
+    spec = cfg.calib_data or cfg.data or loaded.default_dataset
     if spec is None:
         if labelled:
             raise OptionError(f"{why} needs labelled data, and {loaded.name!r} has no dataset",
@@ -49,13 +48,7 @@ def calibration_data(ctx: Context, samples: int, *, labelled: bool, why: str, sp
         ctx.note(f"{why}: no dataset for {loaded.name}; using {samples} seeded random inputs (pass --calib-data)")
         x = loaded.dummy_input(samples, seed=CALIB_SEED + 7).numpy()
         return CalibData(x, None, "random", hashlib.sha256(x.tobytes()).hexdigest())
-    if not loaded.input_dtype.is_floating_point or len(loaded.input_shape) != 3:
-        raise OptionError(f"--calib-data {spec} gives images, but {loaded.name!r} takes {list(loaded.input_shape)}",
-                          fix="drop --calib-data for non-image models")
-    ds = load_dataset(spec)
-    x_all, y_all = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
-    order = np.random.default_rng(CALIB_SEED).permutation(len(x_all))[:samples]
-    x = adapt_images(x_all[order], loaded.input_shape, loaded.preprocessing).astype(np.float32)  # type: ignore[arg-type]
-    y = y_all[order].astype(np.int64)
+    x, y, _, _ = image_split(ctx, spec, "--calib-data", split,
+                             lambda count: np.random.default_rng(CALIB_SEED).permutation(count)[:samples])
     digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
     return CalibData(x, y, f"{spec} {split} split ({len(x)} seeded samples)", digest)
