@@ -83,6 +83,11 @@ def add_calib_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--asvd-alpha", type=float, default=None, help="ASVD exponent on mean |x| (default 0.5)")
     g.add_argument("--candidate-ranks", type=_ints, default=None,
                    help="ranks to probe for --rank-policy sensitivity (default: 0.25x..2x the uniform rank)")
+    from ..lowrank.probes import PROBES
+
+    g.add_argument("--sensitivity-loss", choices=PROBES.names(), default=None,
+                   help="loss the sensitivity probe measures on calibration data: kl to the original's outputs "
+                        "(default, no labels needed), mse, or task (cross-entropy, needs labels)")
     g.add_argument("--param-budget", type=float,
                    help="parameter budget of the factorized layers, for --rank-policy budget/sensitivity")
 
@@ -142,6 +147,6 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
         runs=get("runs", 30), warmup=get("warmup", 5), batch_sizes=tuple(get("batch_sizes")) if get("batch_sizes") else None,
         threads=get("threads"), calib_data=get("calib_data"), calib_samples=get("calib_samples", 256),
         energy=get("energy"), param_budget=get("param_budget"), asvd_alpha=get("asvd_alpha"),
-        candidate_ranks=get("candidate_ranks"), train=_train_config(ns), train_data=get("train_data"),
+        candidate_ranks=get("candidate_ranks"), sensitivity_loss=get("sensitivity_loss"), train=_train_config(ns), train_data=get("train_data"),
         skip=tuple(get("skip", ()) or ()), progress=not get("no_progress", False),
     )

@@ -54,6 +54,7 @@ class RunConfig:
     param_budget: float | None = None
     asvd_alpha: float | None = None
     candidate_ranks: tuple[int, ...] | None = None
+    sensitivity_loss: str | None = None  # None: "kl" when --rank-policy sensitivity
     train: Any = None
     train_data: str | None = None
     skip: tuple[str, ...] = field(default_factory=tuple)
@@ -80,10 +81,17 @@ class RunConfig:
                                       ("--param-budget", self.param_budget, self.rank_policy in ("budget", "sensitivity"),
                                        "--rank-policy budget or sensitivity"),
                                       ("--candidate-ranks", self.candidate_ranks, self.rank_policy == "sensitivity",
+                                       "--rank-policy sensitivity"),
+                                      ("--sensitivity-loss", self.sensitivity_loss, self.rank_policy == "sensitivity",
                                        "--rank-policy sensitivity")):
             if value is not None and not ok:  # never ignore a user's option silently
                 raise OptionError(f"{flag} is only used with {when}, which this run does not select",
                                   fix=f"add {when}, or drop {flag}")
+        if self.rank_policy == "sensitivity":
+            from ..lowrank.probes import PROBES
+
+            self.sensitivity_loss = self.sensitivity_loss or "kl"
+            PROBES.get(self.sensitivity_loss)
         if self.calib_samples < 1:
             raise OptionError(f"--calib-samples must be >= 1, got {self.calib_samples}", fix="pass --calib-samples 256")
         if self.train is not None:

@@ -3,39 +3,14 @@ statistics (ASVD, whitening, risk scores), Fisher rows (FWSVD) and a loss probe
 (sensitivity-based ranks). Only what the chosen method/policy needs is computed."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from ..lowrank.select import select_linears
-from .calib import CalibData, calibration_data
+from .calib import calibration_data
 from .context import Context, log
 
 WEIGHTED_METHODS = {"fwsvd": {"abs_mean", "gram"}, "asvd": {"abs_mean"}, "whiten": {"gram"}}
 CALIB_BATCH = 32
-
-
-def _loss_probe(model_ref: nn.Module, calib: CalibData) -> Callable[[nn.Module], float]:
-    """Mean cross-entropy on labelled calibration data, else MSE to the original's logits."""
-    batches = calib.batches(CALIB_BATCH)
-    with torch.no_grad():
-        reference = [model_ref(x) for x, _ in batches] if calib.y is None else None
-
-    @torch.no_grad()
-    def loss(model: nn.Module) -> float:
-        total, n = 0.0, 0
-        for i, (x, y) in enumerate(batches):
-            out = model(x)
-            value = F.cross_entropy(out, y, reduction="sum") if y is not None else \
-                F.mse_loss(out, reference[i], reduction="sum") / out.shape[-1]  # type: ignore[index]
-            total += float(value)
-            n += x.shape[0]
-        return total / max(n, 1)
-
-    return loss
 
 
 def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -53,7 +28,8 @@ def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | No
     if not need and not sensitivity:
         return kwargs, None
     why = f"--method {cfg.method}" if cfg.method != "svd" else f"--rank-policy {cfg.rank_policy}" if sensitivity else "risk scores"
-    calib = calibration_data(ctx, cfg.calib_samples, labelled=cfg.method == "fwsvd", why=why)
+    labelled = cfg.method == "fwsvd" or (sensitivity and cfg.sensitivity_loss == "task")
+    calib = calibration_data(ctx, cfg.calib_samples, labelled=labelled, why=why)
     names = [n for n, _ in select_linears(model, cfg.include, cfg.exclude)]
     if need:
         log(f"collecting calibration statistics ({', '.join(sorted(need))}) on {calib.source}")
@@ -62,5 +38,10 @@ def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | No
             stats = with_fisher(stats, collect_fisher(model, names, calib.batches(CALIB_BATCH)))
         kwargs["stats"] = stats
     if sensitivity:
-        kwargs["loss_fn"] = _loss_probe(model, calib)
-    return kwargs, calib.describe()
+        from ..lowrank.probes import PROBES
+
+        kwargs["loss_fn"] = PROBES.get(cfg.sensitivity_loss)(model, calib.batches(CALIB_BATCH))
+    record = calib.describe()
+    if sensitivity:
+        record["sensitivity_loss"] = cfg.sensitivity_loss
+    return kwargs, record

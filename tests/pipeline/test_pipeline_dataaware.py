@@ -30,6 +30,8 @@ def test_compress_with_data_aware_options(tmp_path, digits_env, args):
     assert comp["method"] == (args[1] if args[0] == "--method" else "svd")
     factorized = [layer for layer in comp["layers"] if layer["status"] == "factorized"]
     assert factorized and all(layer["risk"] is not None for layer in factorized)
+    if "sensitivity" in args:
+        assert rec["calibration"]["sensitivity_loss"] == "kl"  # the default probe, recorded
     if "--param-budget" in args:
         assert comp["totals"]["params_after_factorized_layers"] <= 0.4 * comp["totals"]["params_before_factorized_layers"]
 
@@ -66,7 +68,17 @@ def test_budget_below_minimum_is_a_clear_error(tmp_path, digits_env, capsys):
     (["--energy", "0.9"], "--energy is only used with --rank-policy energy"),
     (["--param-budget", "0.5"], "--param-budget is only used with --rank-policy budget or sensitivity"),
     (["--candidate-ranks", "8,16"], "--candidate-ranks is only used with --rank-policy sensitivity"),
+    (["--sensitivity-loss", "task"], "--sensitivity-loss is only used with --rank-policy sensitivity"),
 ])
 def test_options_for_another_method_are_not_silently_ignored(capsys, args, needle):
     assert main(["compress", "tiny_timm:deit_tiny_64", *args]) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_task_sensitivity_loss_without_labels_is_a_clear_error(tmp_path, capsys):
+    code = main(["compress", "tiny_timm:deit_tiny_64", "--rank-policy", "sensitivity", "--sensitivity-loss", "task",
+                 "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "needs labelled data" in err and "--calib-data" in err
+    assert not (tmp_path / "o" / "compressed.pt").exists()
