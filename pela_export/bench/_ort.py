@@ -17,7 +17,8 @@ def default_threads() -> int:
     return max(1, int(torch.get_num_threads()))
 
 
-def make_session(onnx_path: str | os.PathLike[str], threads: int | None = None) -> tuple[Any, int]:
+def make_session(onnx_path: str | os.PathLike[str], threads: int | None = None,
+                 optimization: str = "all") -> tuple[Any, int]:
     """A CPU session for timing: full graph optimisation, sequential, an explicit thread count.
 
     Returns (session, threads used); ``None`` means torch's thread count so both
@@ -30,7 +31,7 @@ def make_session(onnx_path: str | os.PathLike[str], threads: int | None = None) 
         raise ArtifactError(f"ONNX file {str(path)!r} does not exist",
                             fix="run the export stage first so the ONNX file exists")
     used = int(threads) if threads is not None else default_threads()
-    return ort_session(path, threads=used), used
+    return ort_session(path, threads=used, optimization=optimization), used
 
 
 def check_input_name(sess: Any, input_name: str, onnx_path: str | os.PathLike[str]) -> None:

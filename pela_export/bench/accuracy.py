@@ -113,10 +113,11 @@ def collect_logits_torch(model: nn.Module, x: np.ndarray, batch_size: int) -> np
 
 
 def collect_logits_onnx(onnx_path: str | os.PathLike[str], input_name: str, x: np.ndarray, batch_size: int,
-                        *, output_name: str | None = None, threads: int | None = None) -> np.ndarray:
+                        *, output_name: str | None = None, threads: int | None = None,
+                        optimization: str = "all") -> np.ndarray:
     """Run an ONNX model over ``x`` in batches with onnxruntime (CPU) and stack float32 logits."""
     _check_batch_size(batch_size)
-    sess, _ = make_session(onnx_path, threads)
+    sess, _ = make_session(onnx_path, threads, optimization)
     check_input_name(sess, input_name, onnx_path)
     out_name = resolve_output_name(sess, output_name, onnx_path)
     parts = [np.asarray(sess.run([out_name], {input_name: np.ascontiguousarray(x[i:i + batch_size])})[0],

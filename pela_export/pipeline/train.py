@@ -40,6 +40,7 @@ def train_stage(ctx: Context, student: nn.Module) -> dict[str, Any]:
     return {
         "config": dataclasses.asdict(tc),
         "data": data.name if hasattr(data, "name") else str(source),
+        "samples": len(data),
         "accuracy_before": before or None,
         "accuracy_after": after,
         "history": result.history,

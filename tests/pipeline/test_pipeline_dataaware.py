@@ -82,3 +82,47 @@ def test_task_sensitivity_loss_without_labels_is_a_clear_error(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "needs labelled data" in err and "--calib-data" in err
     assert not (tmp_path / "o" / "compressed.pt").exists()
+
+
+def _digits_image_folder(root, per_class: int = 12):
+    """An ImageNet-layout folder (class sub-folders of PNGs) made from real digits images."""
+    from PIL import Image
+
+    from pela_export.data import load_dataset
+
+    ds = load_dataset("digits")
+    for label in range(10):
+        (root / f"class_{label}").mkdir(parents=True)
+        for i, img in enumerate(ds.x_train[ds.y_train == label][:per_class]):
+            Image.fromarray((img[0] * 255).round().astype("uint8"), mode="L").save(root / f"class_{label}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["image-folder", "npz"])
+def test_pela_training_from_an_image_folder_or_npz_through_the_cli(tmp_path, digits_env, kind):
+    import numpy as np
+
+    from pela_export.data import load_dataset
+
+    if kind == "image-folder":
+        source, expected = _digits_image_folder(tmp_path / "imgs"), 120
+    else:
+        ds = load_dataset("digits")
+        source, expected = tmp_path / "train.npz", 200
+        np.savez(source, x=ds.x_train[:expected], y=ds.y_train[:expected])
+    out = tmp_path / "o"
+    assert main(["compress", "--ratio", "4", "--train", "--epochs", "1", "--train-data", str(source),
+                 "--out", str(out), "--no-progress"]) == 0
+    training = _record(out)["training"]
+    assert training["data"] == str(source) and training["samples"] == expected
+    assert training["accuracy_after"] is not None and training["accuracy_after"] > 0.5
+
+
+def test_empty_image_folder_for_training_is_a_clear_error(tmp_path, digits_env, capsys):
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    code = main(["compress", "--train", "--epochs", "1", "--train-data", str(tmp_path / "imgs"),
+                 "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 2
+    assert "contains no images" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "compressed.pt").exists()

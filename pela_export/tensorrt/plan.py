@@ -1,0 +1,244 @@
+"""Turn a build request into the concrete, version-specific build steps.
+
+:func:`plan_build` is pure (no TensorRT calls): it combines
+:class:`~.options.BuildOptions`, the TensorRT :class:`~.features.TrtFeatures`
+and the ONNX :class:`~.graph.GraphInfo` into a :class:`BuildPlan`. The builder
+executes the plan through the Python API and :mod:`.trtexec` renders the same
+plan as a command line, so both always agree. Every automatic choice is
+recorded in ``decisions`` for the report; every unsupported request raises
+OptionError naming the flag.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import OptionError
+from ._trt import parse_version
+from .features import HARDWARE_COMPAT_ENUM, TrtFeatures
+from .graph import GraphInfo
+from .options import BuildOptions, ShapeRange
+
+CACHE_HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
+
+
+@dataclass
+class BuildPlan:
+    """What to set on the network/config for one TensorRT version."""
+
+    tensorrt_version: str
+    precision: str  # effective precision: fp32 | fp16 | int8 | fp16+int8
+    strongly_typed: bool
+    explicit_batch: bool
+    builder_flags: list[str]  # BuilderFlag member names, in the order they are set
+    quantization: str | None  # "explicit" (Q/DQ graph) | "implicit" (calibration cache) | None
+    calibration_cache: Path | None
+    profiles: dict[str, ShapeRange]
+    workspace_bytes: int | None
+    opt_level: int | None
+    timing_cache: Path | None
+    dla_core: int | None
+    hardware_compat: str | None  # HardwareCompatibilityLevel member name, None = leave default
+    version_compatible: bool
+    decisions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tensorrt_version": self.tensorrt_version, "precision": self.precision,
+            "strongly_typed": self.strongly_typed, "explicit_batch": self.explicit_batch,
+            "builder_flags": list(self.builder_flags), "quantization": self.quantization,
+            "calibration_cache": str(self.calibration_cache) if self.calibration_cache else None,
+            "profiles": {k: r.to_dict() for k, r in self.profiles.items()},
+            "workspace_bytes": self.workspace_bytes, "opt_level": self.opt_level,
+            "timing_cache": str(self.timing_cache) if self.timing_cache else None,
+            "dla_core": self.dla_core, "hardware_compat": self.hardware_compat,
+            "version_compatible": self.version_compatible, "decisions": list(self.decisions),
+        }
+
+
+def _unsupported(flag: str, what: str, feats: TrtFeatures, fix: str) -> OptionError:
+    return OptionError(f"{flag}: {what} is not available in TensorRT {feats.version}", fix=fix)
+
+
+def _strong_typing(opts: BuildOptions, feats: TrtFeatures, decisions: list[str]) -> bool:
+    if feats.strongly_typed_only:
+        if opts.strongly_typed is False:
+            raise _unsupported("--strongly-typed", "a weakly typed network", feats,
+                               "leave --strongly-typed out: TensorRT 11 builds every network strongly typed")
+        decisions.append(f"strongly typed network: TensorRT {feats.version} has no weak typing, "
+                         "so precision comes from the ONNX graph")
+        return True
+    if opts.strongly_typed:
+        if not feats.strongly_typed_flag:
+            raise _unsupported("--strongly-typed", "NetworkDefinitionCreationFlag.STRONGLY_TYPED", feats,
+                               "leave --strongly-typed out and use --precision (builder flags), or use TensorRT >= 10")
+        return True
+    return False
+
+
+def trt_version_number(version: str) -> int:
+    """NV_TENSORRT_VERSION as written in calibration-cache headers: 8.6.2 -> 8602, 10.3.0 -> 100300."""
+    major, minor, patch = (parse_version(version) + (0, 0, 0))[:3]
+    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
+
+
+def _check_calibration_cache(path: Path, feats: TrtFeatures, decisions: list[str]) -> None:
+    """The cache must be an entropy-2 cache (the calibrator we replay it with, and trtexec --calib's).
+
+    Header ``TRT-<version number>-<algorithm>``; a cache from another TensorRT version may be
+    discarded by TensorRT, which then fails with "no scaling factors", so that is recorded.
+    """
+    with open(path, "rb") as f:
+        first = f.readline(200).decode("ascii", "replace").strip()
+    m = CACHE_HEADER.match(first)
+    if m is None:
+        raise OptionError(f"--calib-cache {path}: not a TensorRT calibration cache (first line {first[:40]!r})",
+                          fix="pass the cache written by the calibration stage (header TRT-<version>-EntropyCalibration2)")
+    if m.group(2) != "EntropyCalibration2":
+        raise OptionError(f"--calib-cache {path}: written for the {m.group(2)} calibrator; the builder and "
+                          "trtexec --calib read EntropyCalibration2 caches", fix="regenerate the cache with the entropy method")
+    want = trt_version_number(feats.version)
+    if int(m.group(1)) != want:
+        decisions.append(f"calibration cache header {first} is for another TensorRT version than {feats.version} "
+                         f"(TRT-{want}-...); TensorRT may discard it")
+
+
+def _precision(opts: BuildOptions, feats: TrtFeatures, graph: GraphInfo, strong: bool,
+               decisions: list[str]) -> tuple[str, list[str], str | None]:
+    """Effective precision, BuilderFlags to set, quantization mode."""
+    carried = graph.precision
+    want = opts.precision
+    if strong:
+        if want == "auto":
+            decisions.append(f"precision {carried}: taken from the graph (strongly typed)")
+            return carried, [], "explicit" if graph.has_qdq else None
+        if want != carried:
+            fix = ("convert the ONNX first (the precision stage writes FP16 / Q/DQ INT8 graphs) and build that, "
+                   "or pass --precision auto")
+            if not feats.strongly_typed_only:
+                fix += ", or leave --strongly-typed out to use builder flags"
+            raise OptionError(f"--precision {want} needs a graph that carries {want}, but this ONNX is {carried} "
+                              f"and a strongly typed TensorRT {feats.version} network takes precision from the graph",
+                              fix=fix)
+        return carried, [], "explicit" if graph.has_qdq else None
+    # weakly typed (<= 10): builder flags allow lower precision kernels
+    eff = carried if want == "auto" else want
+    if want == "auto":
+        decisions.append(f"precision {eff}: taken from the graph ({'Q/DQ nodes' if graph.has_qdq else 'tensor types'})")
+    if graph.has_qdq and "int8" not in eff:
+        raise OptionError(f"--precision {want}: the graph has Q/DQ nodes, which need the INT8 builder flag",
+                          fix="pass --precision int8 (or fp16+int8 / auto), or build the FP32/FP16 ONNX instead")
+    flags = [f for f, on in (("FP16", "fp16" in eff), ("INT8", "int8" in eff)) if on]
+    if graph.has_fp16 and "fp16" not in eff:
+        decisions.append("the graph carries FP16 tensors but --precision has no fp16: "
+                         "TensorRT may run those layers in FP32")
+    quant = None
+    if "int8" in eff:
+        if graph.has_qdq:
+            quant = "explicit"
+            decisions.append("INT8 by explicit quantization (Q/DQ nodes in the graph); no calibrator")
+        else:
+            if opts.calibration_cache is None:
+                raise OptionError(f"--precision {want}: the graph has no Q/DQ nodes, so INT8 needs a calibration cache",
+                                  fix="pass --calib-cache FILE, or build the Q/DQ ONNX from the precision stage")
+            if not feats.int8_calibrator:
+                raise _unsupported("--calib-cache", "implicit INT8 calibration (IInt8EntropyCalibrator2)", feats,
+                                   "build the Q/DQ INT8 ONNX from the precision stage instead")
+            quant = "implicit"
+            _check_calibration_cache(opts.calibration_cache, feats, decisions)
+            decisions.append(f"INT8 by implicit calibration from cache {opts.calibration_cache} "
+                             "(calibrators are deprecated since TensorRT 10.1; prefer a Q/DQ graph)")
+    return eff, flags, quant
+
+
+def _profiles(opts: BuildOptions, graph: GraphInfo, decisions: list[str]) -> dict[str, ShapeRange]:
+    names = [t.name for t in graph.inputs]
+    for name in opts.profiles:
+        if name not in names:
+            raise OptionError(f"--profile names input {name!r}, which the ONNX does not have",
+                              fix=f"use one of its inputs: {', '.join(names) or '(none)'}")
+    out: dict[str, ShapeRange] = {}
+    for t in graph.inputs:
+        given = opts.profiles.get(t.name)
+        if given is not None:
+            if len(given.min) != len(t.dims):
+                raise OptionError(f"--profile {t.name}: rank {len(given.min)} but the input is {t.describe()} "
+                                  f"(rank {len(t.dims)})", fix=f"give {len(t.dims)} dimensions per shape")
+            for i, d in enumerate(t.dims):
+                if d is not None and not given.min[i] == given.opt[i] == given.max[i] == d:
+                    raise OptionError(f"--profile {t.name}: dimension {i} is fixed at {d} in the ONNX",
+                                      fix=f"use {d} for dimension {i} in min, opt and max")
+            if t.dynamic_axes:
+                out[t.name] = given
+            continue
+        if not t.dynamic_axes:
+            continue
+        if t.dynamic_axes != [0]:
+            example = "x".join("1" if d is None else str(d) for d in t.dims)
+            raise OptionError(f"input {t.name!r} ({t.describe()}) has dynamic axes {t.dynamic_axes} besides the batch",
+                              fix=f"pass --profile {t.name}:MIN,OPT,MAX, e.g. {t.name}:{example},{example},{example}")
+        rest = tuple(int(d) for d in t.dims[1:])  # type: ignore[arg-type]
+        out[t.name] = ShapeRange((1, *rest), (opts.opt_batch, *rest), (opts.max_batch, *rest))
+        decisions.append(f"profile for {t.name!r} from its dynamic batch axis: min 1, opt {opts.opt_batch}, "
+                         f"max {opts.max_batch} (pass --profile or --max-batch to change)")
+    return out
+
+
+def plan_build(options: BuildOptions, features: TrtFeatures, graph: GraphInfo) -> BuildPlan:
+    """Validate ``options`` against ``features`` and ``graph``; return the steps for this version."""
+    options.validate()
+    decisions: list[str] = []
+    strong = _strong_typing(options, features, decisions)
+    precision, flags, quant = _precision(options, features, graph, strong, decisions)
+    if options.calibration_cache is not None and quant != "implicit":
+        if quant != "explicit":
+            why = "it has no implicit INT8 calibration" if not features.int8_calibrator \
+                else f"precision {precision} does not use INT8"
+            raise OptionError(f"--calib-cache given, but this TensorRT {features.version} build cannot use it ({why})",
+                              fix="leave --calib-cache out, or pass --precision int8 on TensorRT <= 10")
+        decisions.append(f"calibration cache {options.calibration_cache} not used: the Q/DQ nodes carry the scales")
+    profiles = _profiles(options, graph, decisions)
+    if options.workspace_mib is not None and not features.memory_pool_limit:
+        raise _unsupported("--workspace", "IBuilderConfig.set_memory_pool_limit", features, "leave --workspace out")
+    if options.opt_level is not None and not features.builder_optimization_level:
+        raise _unsupported("--opt-level", "builder_optimization_level", features, "leave --opt-level out")
+    if options.timing_cache is not None and not features.timing_cache:
+        raise _unsupported("--timing-cache", "the timing cache API", features, "leave --timing-cache out")
+    if options.version_compatible:
+        if not features.version_compatible:
+            raise _unsupported("--version-compatible", "BuilderFlag.VERSION_COMPATIBLE", features,
+                               "leave --version-compatible out and rebuild per TensorRT version")
+        flags.append("VERSION_COMPATIBLE")
+    hw = None
+    if options.hardware_compat != "none":
+        if not features.supports_hardware_compat(options.hardware_compat):
+            have = ["none"] + [k for k, v in HARDWARE_COMPAT_ENUM.items() if v in features.hardware_compat_levels]
+            raise _unsupported("--hardware-compat", f"level {options.hardware_compat!r}", features,
+                               f"pass --hardware-compat one of {', '.join(have)}")
+        hw = HARDWARE_COMPAT_ENUM[options.hardware_compat]
+    if options.dla_core is not None:
+        if not features.dla:
+            raise _unsupported("--dla-core", "DLA (DeviceType.DLA)", features, "leave --dla-core out to build for the GPU")
+        if precision == "fp32":
+            raise OptionError("--dla-core: DLA runs FP16 or INT8 only, and this build is FP32",
+                              fix="pass --precision fp16 (or int8), or leave --dla-core out")
+        if options.gpu_fallback:
+            if not features.gpu_fallback:
+                raise _unsupported("--gpu-fallback", "BuilderFlag.GPU_FALLBACK", features, "pass --gpu-fallback false")
+            flags.append("GPU_FALLBACK")
+        else:
+            decisions.append("DLA without GPU fallback: the build fails if a layer cannot run on DLA")
+    explicit = features.explicit_batch_required
+    if explicit:
+        decisions.append(f"explicit-batch network (required before TensorRT 10; this is {features.version})")
+    return BuildPlan(
+        tensorrt_version=features.version, precision=precision, strongly_typed=strong, explicit_batch=explicit,
+        builder_flags=flags, quantization=quant,
+        calibration_cache=options.calibration_cache if quant == "implicit" else None,
+        profiles=profiles,
+        workspace_bytes=options.workspace_mib << 20 if options.workspace_mib is not None else None,
+        opt_level=options.opt_level, timing_cache=options.timing_cache, dla_core=options.dla_core,
+        hardware_compat=hw, version_compatible=options.version_compatible, decisions=decisions,
+    )
