@@ -16,7 +16,7 @@ from .pipeline.inspect import inspect
 from .pipeline.report import report_stage
 from .pipeline.run import run_pipeline
 
-__all__ = ["RunConfig", "run", "compress", "export", "bench", "inspect", "prepare"]
+__all__ = ["RunConfig", "run", "compress", "export", "precision", "build", "bench", "inspect", "prepare"]
 
 
 def _ensure_compressed(ctx: Context) -> None:
@@ -66,3 +66,18 @@ def bench(cfg: RunConfig) -> dict[str, Any]:
     record = bench_stage(ctx)
     report_stage(ctx)
     return record
+
+
+def precision(cfg: RunConfig) -> dict[str, Any]:
+    """FP16 / INT8 variants of the saved FP32 ONNX files, measured against FP32 with ONNX Runtime."""
+    from .pipeline.precision import precision_stage
+
+    return precision_stage(prepare(cfg))
+
+
+def build(cfg: RunConfig) -> dict[str, Any]:
+    """TensorRT engines for every saved ONNX variant; without TensorRT, the parser check and trtexec
+    scripts are written and a DependencyError says engines need the device."""
+    from .pipeline.build import build_stage
+
+    return build_stage(prepare(cfg), required=True)

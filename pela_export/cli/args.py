@@ -92,6 +92,58 @@ def add_calib_args(p: argparse.ArgumentParser) -> None:
                    help="parameter budget of the factorized layers, for --rank-policy budget/sensitivity")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def add_precision_args(p: argparse.ArgumentParser) -> None:
+    from calibration import SCALE_METHODS
+
+    from ..precision import PRECISIONS
+
+    g = p.add_argument_group("precision in the graph (variants of each FP32 ONNX file)")
+    g.add_argument("--precision", type=_names, default=None, metavar="LIST",
+                   help=f"comma-separated variants to write besides FP32, from: {', '.join(PRECISIONS.names())} "
+                        "(default fp16,int8; pass fp32 for none)")
+    g.add_argument("--fp16-keep-ops", type=_names, help="op types kept FP32 in the FP16 graph (replaces the default "
+                                                        "list: normalisations, Softmax, reductions, Pow, Sqrt, Exp, Log)")
+    g.add_argument("--fp16-keep-nodes", type=_names, help="node names kept FP32 in the FP16 graph")
+    g.add_argument("--fp16-io", choices=("fp32", "fp16"), help="dtype of the FP16 graph's inputs/outputs (default fp32)")
+    g.add_argument("--calib-method", choices=SCALE_METHODS.names(), help="INT8 activation scales (default percentile)")
+    g.add_argument("--calib-percentile", type=float, help="percentile of |x| for --calib-method percentile (default 99.99)")
+    g.add_argument("--int8-exclude", type=_names, help="node names kept in higher precision in the INT8 graph")
+    g.add_argument("--int8-exclude-ops", type=_names, help="op types kept in higher precision in the INT8 graph")
+    g.add_argument("--int8-keep-worst", type=int, help="keep the N nodes with the largest INT8 sensitivity unquantized")
+
+
+def add_trt_args(p: argparse.ArgumentParser) -> None:
+    from ..tensorrt import HARDWARE_COMPAT
+
+    g = p.add_argument_group("TensorRT engines (built where TensorRT is installed; trtexec scripts always)")
+    g.add_argument("--trt-version", help="target TensorRT for the parser check and trtexec scripts when TensorRT is "
+                                         "not installed here (8.6, 10.3, 10.13, 10.16, 11.1; default: all)")
+    g.add_argument("--profile", action="append", metavar="INPUT:MIN,OPT,MAX",
+                   help="optimisation profile, e.g. input:1x3x224x224,8x3x224x224,32x3x224x224 (repeatable)")
+    g.add_argument("--max-batch", type=int, default=8, help="max batch of the default profile (default 8)")
+    g.add_argument("--workspace", type=int, help="builder workspace limit in MiB")
+    g.add_argument("--opt-level", type=int, help="builder optimisation level 0-5")
+    g.add_argument("--timing-cache", help="timing cache file: loaded if present, saved after the build")
+    g.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson Orin), with GPU fallback")
+    g.add_argument("--version-compatible", action="store_true", help="version-compatible plan (where supported)")
+    g.add_argument("--hardware-compat", choices=HARDWARE_COMPAT, default="none",
+                   help="hardware compatibility level (where supported; default none)")
+
+
+def _trt_config(ns: argparse.Namespace) -> Any:
+    if not hasattr(ns, "max_batch"):
+        return None
+    from ..tensorrt import BuildOptions, parse_profiles
+
+    return BuildOptions(profiles=parse_profiles(ns.profile or []), max_batch=ns.max_batch, workspace_mib=ns.workspace, opt_level=ns.opt_level,
+                        timing_cache=ns.timing_cache, dla_core=ns.dla_core, version_compatible=ns.version_compatible,
+                        hardware_compat=ns.hardware_compat)
+
+
 def _train_config(ns: argparse.Namespace) -> Any:
     if not getattr(ns, "train", False):
         return None
@@ -148,5 +200,10 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
         threads=get("threads"), calib_data=get("calib_data"), calib_samples=get("calib_samples", 256),
         energy=get("energy"), param_budget=get("param_budget"), asvd_alpha=get("asvd_alpha"),
         candidate_ranks=get("candidate_ranks"), sensitivity_loss=get("sensitivity_loss"), train=_train_config(ns), train_data=get("train_data"),
+        precisions=get("precision") or ("fp16", "int8"), fp16_keep_ops=get("fp16_keep_ops"),
+        fp16_keep_nodes=get("fp16_keep_nodes"), fp16_io=get("fp16_io"), calib_method=get("calib_method"),
+        calib_percentile=get("calib_percentile"), int8_exclude=get("int8_exclude"),
+        int8_exclude_ops=get("int8_exclude_ops"), int8_keep_worst=get("int8_keep_worst"),
+        trt_version=get("trt_version"), trt=_trt_config(ns),
         skip=tuple(get("skip", ()) or ()), progress=not get("no_progress", False),
     )

@@ -20,6 +20,7 @@ EXAMPLES = {
         pela-export run timm:vit_base_patch16_224 --checkpoint vit.pth --align 8 --out out/vit
         pela-export run default:fashion-mnist --data fashion-mnist
         pela-export run --skip compress --skip export    # re-verify/re-bench from saved artifacts
+        pela-export run --precision fp16,int8 --calib-method percentile --int8-keep-worst 2
     """,
     "compress": """
         pela-export compress                              # factorize the embedded default at k=2
@@ -37,6 +38,11 @@ EXAMPLES = {
         pela-export bench                                 # params, FLOPs, size, latency, accuracy side by side
         pela-export bench timm:deit_small_patch16_224 --batch-sizes 1,8 --runs 50 --threads 2
         pela-export bench default:fashion-mnist --data fashion-mnist --eval-samples 0
+    """,
+    "build": """
+        pela-export build --out pela-out/digits-vit       # engines for every ONNX variant (needs TensorRT: on the device)
+        pela-export build --out out/deit --workspace 2048 --timing-cache deit.cache --opt-level 3
+        pela-export build --out out/deit --dla-core 0    # Jetson Orin DLA with GPU fallback
     """,
     "inspect": """
         pela-export inspect timm:deit_small_patch16_224 --ratio 3   # ranks and parameters a compression would give
@@ -66,15 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pela-export {__version__}")
     subs = parser.add_subparsers(title="commands", metavar="COMMAND")
     common = (A.add_model_args, A.add_output_args)
-    _sub(subs, "run", "all stages in order: compress, export, simplify, verify, bench, report",
-         (*common, A.add_compress_args, A.add_calib_args, A.add_train_args, A.add_export_args, A.add_bench_args,
-          A.add_skip_args))
+    _sub(subs, "run", "all stages in order: compress, export, simplify, verify, precision, build, bench, report",
+         (*common, A.add_compress_args, A.add_calib_args, A.add_train_args, A.add_export_args,
+          A.add_precision_args, A.add_trt_args, A.add_bench_args, A.add_skip_args))
     _sub(subs, "compress", "factorize eligible linears (optionally PELA-train them) and save the model + rank table",
          (*common, A.add_compress_args, A.add_calib_args, A.add_train_args))
     _sub(subs, "export", "trace original and compressed to ONNX, simplify, and verify against PyTorch",
          (*common, A.add_compress_args, A.add_export_args))
     _sub(subs, "bench", "benchmark original vs compressed (params, FLOPs, size, latency, accuracy) and write the report",
          (*common, A.add_compress_args, A.add_export_args, A.add_bench_args))
+    _sub(subs, "build", "TensorRT engines for every ONNX variant in --out (parser check + trtexec scripts always)",
+         (*common, A.add_compress_args, A.add_precision_args, A.add_trt_args))
     p = subs.add_parser("inspect", help="parameter/rank summary of a model or an ONNX file",
                         description="parameter/rank summary of a model or an ONNX file",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -95,7 +103,8 @@ def _dispatch(ns: argparse.Namespace) -> int:
                           exclude=ns.exclude))
         return 0
     cfg = A.config_from_args(ns)
-    stage = {"run": api.run, "compress": api.compress, "export": api.export, "bench": api.bench}[ns.command]
+    stage = {"run": api.run, "compress": api.compress, "export": api.export, "bench": api.bench,
+             "build": api.build}[ns.command]
     stage(cfg)
     return 0
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import OptionError
 
-STAGES: tuple[str, ...] = ("compress", "export", "simplify", "verify", "bench", "report")
+STAGES: tuple[str, ...] = ("compress", "export", "simplify", "verify", "precision", "build", "bench", "report")
 
 
 @dataclass
@@ -57,6 +57,20 @@ class RunConfig:
     sensitivity_loss: str | None = None  # None: "kl" when --rank-policy sensitivity
     train: Any = None
     train_data: str | None = None
+    # precision in the graph (fp16 / int8 Q/DQ variants of each FP32 ONNX file)
+    precisions: tuple[str, ...] = ("fp16", "int8")
+    fp16_keep_ops: tuple[str, ...] | None = None
+    fp16_keep_nodes: tuple[str, ...] | None = None
+    fp16_io: str | None = None
+    calib_method: str | None = None
+    calib_percentile: float | None = None
+    int8_exclude: tuple[str, ...] | None = None
+    int8_exclude_ops: tuple[str, ...] | None = None
+    int8_keep_worst: int | None = None
+    # TensorRT: the target version for the static parser check / trtexec scripts when
+    # TensorRT is absent, and the engine build options (a pela_export.tensorrt.BuildOptions)
+    trt_version: str | None = None
+    trt: Any = None
     skip: tuple[str, ...] = field(default_factory=tuple)
     progress: bool = True
 
@@ -87,6 +101,7 @@ class RunConfig:
             if value is not None and not ok:  # never ignore a user's option silently
                 raise OptionError(f"{flag} is only used with {when}, which this run does not select",
                                   fix=f"add {when}, or drop {flag}")
+        self._check_precision_options()
         if self.rank_policy == "sensitivity":
             from ..lowrank.probes import PROBES
 
@@ -98,6 +113,28 @@ class RunConfig:
             self.train.validate()
         if self.eval_samples is not None and self.eval_samples < 1:
             raise OptionError(f"--eval-samples must be >= 1, got {self.eval_samples}", fix="pass --eval-samples 1000, or 0 for all")
+
+    def _check_precision_options(self) -> None:
+        from ..precision import PRECISIONS
+
+        for p in self.precisions:
+            if p != "fp32":
+                PRECISIONS.get(p)
+        for flag, value, precision in (("--fp16-keep-ops", self.fp16_keep_ops, "fp16"),
+                                       ("--fp16-keep-nodes", self.fp16_keep_nodes, "fp16"),
+                                       ("--fp16-io", self.fp16_io, "fp16"), ("--calib-method", self.calib_method, "int8"),
+                                       ("--calib-percentile", self.calib_percentile, "int8"),
+                                       ("--int8-exclude", self.int8_exclude, "int8"),
+                                       ("--int8-exclude-ops", self.int8_exclude_ops, "int8"),
+                                       ("--int8-keep-worst", self.int8_keep_worst, "int8")):
+            if value is not None and precision not in self.precisions:
+                raise OptionError(f"{flag} is only used with --precision {precision}, which this run does not select",
+                                  fix=f"add {precision} to --precision, or drop {flag}")
+        if self.calib_percentile is not None and self.calib_method != "percentile":
+            raise OptionError("--calib-percentile is only used with --calib-method percentile",
+                              fix="add --calib-method percentile, or drop --calib-percentile")
+        if self.fp16_io not in (None, "fp32", "fp16"):
+            raise OptionError(f"--fp16-io must be fp32 or fp16, got {self.fp16_io!r}", fix="pass --fp16-io fp32")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # nested TrainConfig (a dataclass) becomes a dict too

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from .bench import bench_stage
+from .build import build_stage
 from .compress import compress_stage
 from .config import RunConfig
 from .context import Context, log, prepare
+from .precision import precision_stage
 from .report import report_stage
 
 
@@ -19,11 +21,12 @@ def _export_stages(ctx: Context) -> dict[str, Any]:
 
 
 def run_pipeline(cfg: RunConfig, ctx: Context | None = None) -> dict[str, Any]:
-    """Run compress → export → simplify → verify → bench → report; returns paths and timings."""
+    """Run compress → export → simplify → verify → precision → build → bench → report; returns paths and timings."""
     ctx = ctx or prepare(cfg)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    steps = [("compress", compress_stage), ("export", _export_stages), ("bench", bench_stage)]
+    steps = [("compress", compress_stage), ("export", _export_stages), ("precision", precision_stage),
+             ("build", build_stage), ("bench", bench_stage)]
     for name, fn in steps:
         if name in cfg.skip:
             log(f"skipping {name} (reusing saved artifacts in {ctx.artifacts.root})")

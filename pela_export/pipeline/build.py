@@ -1,0 +1,84 @@
+"""Stage: ONNX variants → TensorRT engines. Without TensorRT (this CPU machine, CI)
+the stage still does what needs no GPU — the static "will this graph parse on
+that TensorRT" check and the equivalent ``trtexec`` script per variant, so the
+device can build the same engines — and says clearly that engines were not built."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArtifactError, DependencyError
+from .bench import deployed_onnx
+from .context import Context, log
+
+ENGINE_DIR = "engines"
+
+
+def onnx_variants(ctx: Context) -> dict[str, Path]:
+    """Every ONNX file to build: the FP32 files and the precision variants recorded so far."""
+    files = dict(deployed_onnx(ctx))
+    path = ctx.artifacts.stage_record("precision")
+    if path.is_file():
+        for name, variant in ctx.load_record("precision", needed_by="build")["variants"].items():
+            onnx = Path(variant["onnx"])
+            if not onnx.is_file():
+                raise ArtifactError(f"{name} ONNX {onnx} recorded by the precision stage is missing",
+                                    fix="re-run the precision stage (drop --skip precision)")
+            files[name] = onnx
+    return files
+
+
+def _target_versions(ctx: Context, installed: str | None) -> list[str]:
+    from ..tensorrt import TABLE_VERSIONS
+
+    if installed:
+        return [installed]
+    return [ctx.cfg.trt_version] if ctx.cfg.trt_version else list(TABLE_VERSIONS)
+
+
+def build_stage(ctx: Context, *, required: bool = False) -> dict[str, Any]:
+    """Check, script and (with TensorRT) build every variant; ``required`` makes absent TensorRT an error."""
+    from .. import __version__
+    from ..tensorrt import (BuildOptions, build_engine, check_onnx_for_trt, features_for_version, format_findings,
+                            inspect_onnx, plan_build, write_trtexec_script)
+    from ..tensorrt._trt import load_tensorrt, tensorrt_available, version_of
+    from ..tensorrt.parse_check import errors_of
+
+    files = onnx_variants(ctx)
+    installed = version_of(load_tensorrt()) if tensorrt_available() else None
+    options = ctx.cfg.trt if ctx.cfg.trt is not None else BuildOptions()
+    versions = _target_versions(ctx, installed)
+    engines_dir = ctx.artifacts.root / ENGINE_DIR
+    record: dict[str, Any] = {"tensorrt_installed": installed, "target_versions": versions, "variants": {}}
+    rebuild = "pela-export build " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None
+    for name, onnx in files.items():
+        entry: dict[str, Any] = {"onnx": str(onnx), "parse_check": {}, "trtexec": {}}
+        graph = inspect_onnx(onnx)
+        for version in versions:
+            findings = check_onnx_for_trt(onnx, version)
+            entry["parse_check"][version] = [f.to_dict() for f in findings]
+            if errors_of(findings):
+                ctx.note(f"{name}: TensorRT {version}'s ONNX parser will reject it:\n{format_findings(errors_of(findings))}")
+                continue
+            plan_path = engines_dir / version / f"{name}.plan"
+            script = write_trtexec_script(onnx, plan_path, plan_build(options, features_for_version(version), graph),
+                                          tool_version=__version__)
+            entry["trtexec"][version] = str(script)
+        if installed:
+            plan_path = engines_dir / installed / f"{name}.plan"
+            log(f"building TensorRT {installed} engine for {name}")
+            entry["engine"] = build_engine(onnx, plan_path, options, log=log, rebuild_command=rebuild).to_dict()
+        record["variants"][name] = entry
+    if installed is None:
+        record["skipped"] = ("TensorRT Python bindings are not installed here: engines not built; the static parser "
+                             f"check and trtexec scripts for TensorRT {', '.join(versions)} are in {engines_dir}")
+        log(f"build: {record['skipped']}")
+    ctx.save_record("build", record)
+    if installed is None and required:
+        raise DependencyError("TensorRT Python bindings are not installed, so no engine was built "
+                              f"(parser check and trtexec scripts written to {engines_dir})",
+                              fix="run `pela-export build --out DIR` on the device (JetPack ships TensorRT), "
+                                  "or run the trtexec scripts there")
+    return record
