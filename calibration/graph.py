@@ -32,12 +32,9 @@ def onnx_module() -> Any:
 
 
 def onnxruntime_module() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise DependencyError(f"onnxruntime is not importable ({exc})",
-                              fix="pip install onnxruntime (or onnxruntime-gpu)") from None
-    return onnxruntime
+    from pela_export.export.runtime import _onnxruntime
+
+    return _onnxruntime()
 
 
 def load_model(path: str | os.PathLike[str], external_data: bool = True) -> Any:
