@@ -23,16 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from pela_export.bench import collect_logits_onnx, environment_info, evaluate_logits
+from pela_export.bench import environment_info, evaluate_logits
 from pela_export.pipeline.bench import deployed_onnx
-from pela_export.pipeline.calib import calibration_data
 from pela_export.pipeline.compress import compress_stage
 from pela_export.pipeline.config import RunConfig
 from pela_export.pipeline.context import prepare
 from pela_export.pipeline.evaldata import evaluation_data
 from pela_export.pipeline.export import export_stage
-from pela_export.pipeline.precision import CALIB_BATCH, ORT_LEVEL
-from pela_export.precision import PRECISIONS
+from pela_export.pipeline.precision import calibration_feeds, fp32_logits, measure_variant
 
 VARIANTS = [("fp16", "fp16", {}), ("int8-max", "int8", {"method": "max"}),
             ("int8-percentile", "int8", {"method": "percentile"}), ("int8-entropy", "int8", {"method": "entropy"})]
@@ -56,23 +54,20 @@ def main(argv: list[str] | None = None) -> int:
         ctx = prepare(cfg)
         compress_stage(ctx)
         export_stage(ctx)
-        calib = calibration_data(ctx, cfg.calib_samples, labelled=False, why="precision benchmark")
-        feeds = [{ctx.loaded.input_name: x.numpy()} for x, _ in calib.batches(CALIB_BATCH)]
+        feeds, calib = calibration_feeds(ctx)
         data = evaluation_data(ctx)
         rows: list[dict[str, Any]] = []
         for model, src in deployed_onnx(ctx).items():
-            ref = collect_logits_onnx(src, ctx.loaded.input_name, data.x, 64, threads=args.threads)
+            ref = fp32_logits(ctx, src, data)
             base = evaluate_logits(ref, ref, data.labels, num_classes=data.num_classes)
             rows.append({"model": model, "variant": "fp32", "top1": base["top1_candidate"], "agreement": 1.0,
                          "cosine_mean": 1.0, "max_abs_diff": 0.0, "rel_l2": 0.0, "seconds": 0.0})
             for label, precision, options in VARIANTS:
                 dst = Path(tmp) / f"{model}.{label}.onnx"
                 t0 = time.perf_counter()
-                res = PRECISIONS.get(precision)(src, dst, calib=feeds, options={**options, "threads": args.threads})
+                res, out, acc = measure_variant(ctx, src, dst, precision, {**options, "threads": args.threads},
+                                                feeds, data, ref)
                 secs = time.perf_counter() - t0
-                out = collect_logits_onnx(dst, ctx.loaded.input_name, data.x, 64, threads=args.threads,
-                                          optimization=ORT_LEVEL.get(precision, "all"))
-                acc = evaluate_logits(ref, out, data.labels, num_classes=data.num_classes)
                 rows.append({"model": model, "variant": label, "top1": acc["top1_candidate"],
                              "agreement": acc["top1_agreement"], "cosine_mean": acc["cosine_mean"],
                              "max_abs_diff": acc["max_abs_diff"],
@@ -85,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "precision_variants", "model": ctx.loaded.source, "ratio": args.ratio,
               "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-              "calibration": calib.describe(), "evaluation": {"data": data.source, "samples": int(len(data.x))},
+              "calibration": calib, "evaluation": {"data": data.source, "samples": int(len(data.x))},
               "onnxruntime": {"fp32/fp16": "ORT_ENABLE_ALL", "int8": "ORT_ENABLE_BASIC (simulated quantization)"},
               "environment": environment_info(), "rows": rows}
     out = Path(args.results)
@@ -94,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = {r["model"]: r["top1"] for r in rows if r["variant"] == "fp32"}
     md = [f"# Precision variants: {ctx.loaded.name} (k={args.ratio:g})", "",
           f"Measured {result['finished']} with `{result['command']}` on CPU (ONNX Runtime, {args.threads} threads). "
-          f"Evaluation: {data.source}. Calibration: {calib.describe()['source']}. INT8 is symmetric, per-channel "
+          f"Evaluation: {data.source}. Calibration: {calib['source']}. INT8 is symmetric, per-channel "
           "weights, per-tensor activations, Q/DQ on MatMul/Gemm/Conv inputs; run as simulated quantization.", "",
           "| model | variant | top-1 | Δ top-1 vs FP32 | agreement with FP32 | mean cosine | rel. L2 error | nodes kept FP32 |",
           "|---|---|---:|---:|---:|---:|---:|---:|"]

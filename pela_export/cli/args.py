@@ -76,6 +76,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_calib_args(p: argparse.ArgumentParser) -> None:
+    from ..lowrank.probes import PROBES
+
     g = p.add_argument_group("data-aware compression")
     g.add_argument("--calib-data", help="calibration data for weighted SVD / sensitivity ranks (default: the model's dataset)")
     g.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256, seeded selection)")
@@ -83,8 +85,6 @@ def add_calib_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--asvd-alpha", type=float, default=None, help="ASVD exponent on mean |x| (default 0.5)")
     g.add_argument("--candidate-ranks", type=_ints, default=None,
                    help="ranks to probe for --rank-policy sensitivity (default: 0.25x..2x the uniform rank)")
-    from ..lowrank.probes import PROBES
-
     g.add_argument("--sensitivity-loss", choices=PROBES.names(), default=None,
                    help="loss the sensitivity probe measures on calibration data: kl to the original's outputs "
                         "(default, no labels needed), mse, or task (cross-entropy, needs labels)")
@@ -139,8 +139,8 @@ def _trt_config(ns: argparse.Namespace) -> Any:
         return None
     from ..tensorrt import BuildOptions, parse_profiles
 
-    return BuildOptions(profiles=parse_profiles(ns.profile or []), max_batch=ns.max_batch, workspace_mib=ns.workspace, opt_level=ns.opt_level,
-                        timing_cache=ns.timing_cache, dla_core=ns.dla_core, version_compatible=ns.version_compatible,
+    return BuildOptions(profiles=parse_profiles(ns.profile or []), max_batch=ns.max_batch,
+                        workspace_mib=ns.workspace, opt_level=ns.opt_level, timing_cache=ns.timing_cache, dla_core=ns.dla_core, version_compatible=ns.version_compatible,
                         hardware_compat=ns.hardware_compat)
 
 

@@ -5,7 +5,6 @@ device can build the same engines — and says clearly that engines were not bui
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,9 @@ def build_stage(ctx: Context, *, required: bool = False) -> dict[str, Any]:
     versions = _target_versions(ctx, installed)
     engines_dir = ctx.artifacts.root / ENGINE_DIR
     record: dict[str, Any] = {"tensorrt_installed": installed, "target_versions": versions, "variants": {}}
-    rebuild = "pela-export build " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None
+    # quoted in the runner's "rebuild on this device" errors
+    model = [ctx.cfg.model] if ctx.cfg.model else []
+    rebuild = shlex.join(["pela-export", "build", *model, "--out", str(ctx.artifacts.root)])
     for name, onnx in files.items():
         entry: dict[str, Any] = {"onnx": str(onnx), "parse_check": {}, "trtexec": {}}
         graph = inspect_onnx(onnx)

@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from ..precision.registry import Feeds, PrecisionResult
 from .bench import EVAL_BATCH, deployed_onnx
 from .calib import calibration_data
 from .context import Context, log
-from .evaldata import evaluation_data
+from .evaldata import EvalData, evaluation_data
 
 CALIB_BATCH = 32
 # ORT's fused INT8 CPU kernels saturate on AVX2 hosts without VNNI; the basic level
@@ -41,16 +42,41 @@ def converter_options(ctx: Context, precision: str) -> dict[str, Any]:
     return opts
 
 
-def _feeds(ctx: Context, input_name: str) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
+def calibration_feeds(ctx: Context) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
+    """The seeded calibration selection as ONNX feeds (input name → batch), plus its description."""
     calib = calibration_data(ctx, ctx.cfg.calib_samples, labelled=False, why="--precision (calibration)")
-    feeds = [{input_name: x.numpy()} for x, _ in calib.batches(CALIB_BATCH)]
+    feeds = [{ctx.loaded.input_name: x.numpy()} for x, _ in calib.batches(CALIB_BATCH)]
     return feeds, calib.describe()
+
+
+def fp32_logits(ctx: Context, src: Path, data: EvalData) -> np.ndarray:
+    """Reference logits of an FP32 ONNX file on the evaluation data (ONNX Runtime, full optimisation)."""
+    from ..bench import collect_logits_onnx
+
+    return collect_logits_onnx(src, ctx.loaded.input_name, data.x, EVAL_BATCH, threads=ctx.cfg.threads)
+
+
+def measure_variant(ctx: Context, src: Path, dst: Path, precision: str, options: dict[str, Any],
+                    feeds: Feeds, data: EvalData, ref: np.ndarray) -> tuple[PrecisionResult, np.ndarray, dict[str, Any]]:
+    """Convert ``src`` → ``dst`` and score the variant's logits against the FP32 ``ref`` logits.
+
+    Returns (conversion result, variant logits, accuracy/agreement record).
+    """
+    from ..bench import collect_logits_onnx, evaluate_logits
+    from ..precision import PRECISIONS
+
+    result = PRECISIONS.get(precision)(src, dst, calib=feeds, options=options)
+    level = ORT_LEVEL.get(precision, "all")
+    logits = collect_logits_onnx(dst, ctx.loaded.input_name, data.x, EVAL_BATCH, threads=ctx.cfg.threads,
+                                 optimization=level)
+    accuracy = evaluate_logits(ref, logits, data.labels, num_classes=data.num_classes)
+    accuracy["onnxruntime_optimization"] = level
+    return result, logits, accuracy
 
 
 def precision_stage(ctx: Context) -> dict[str, Any]:
     """Write every requested variant of every FP32 ONNX file and measure it; returns the stage record."""
-    from ..bench import collect_logits_onnx, evaluate_logits, onnx_file_size
-    from ..precision import PRECISIONS
+    from ..bench import onnx_file_size
 
     cfg = ctx.cfg
     precisions = [p for p in cfg.precisions if p != "fp32"]
@@ -60,22 +86,19 @@ def precision_stage(ctx: Context) -> dict[str, Any]:
         log("precision: FP32 only (pass --precision fp16,int8 for graph variants)")
         ctx.save_record("precision", record)
         return record
-    feeds, calib = _feeds(ctx, ctx.loaded.input_name)
+    feeds, calib = calibration_feeds(ctx)
     record["calibration"] = calib
     data = evaluation_data(ctx)
     record["evaluation"] = {"data": data.source, "samples": int(len(data.x))}
     for model, src in fp32.items():
-        ref = collect_logits_onnx(src, ctx.loaded.input_name, data.x, EVAL_BATCH, threads=cfg.threads)
+        ref = fp32_logits(ctx, src, data)
         for precision in precisions:
             name = variant_name(model, precision)
             dst = ctx.artifacts.onnx(name)
             log(f"precision {precision}: {src.name} → {dst.name}")
-            result = PRECISIONS.get(precision)(Path(src), dst, calib=feeds, options=converter_options(ctx, precision))
-            level = ORT_LEVEL.get(precision, "all")
-            logits = collect_logits_onnx(dst, ctx.loaded.input_name, data.x, EVAL_BATCH, threads=cfg.threads,
-                                         optimization=level)
-            accuracy = evaluate_logits(ref, logits, data.labels, num_classes=data.num_classes)
-            accuracy.update({"reference": f"{model} fp32 (onnxruntime)", "onnxruntime_optimization": level})
+            result, _, accuracy = measure_variant(ctx, Path(src), dst, precision, converter_options(ctx, precision),
+                                                  feeds, data, ref)
+            accuracy["reference"] = f"{model} fp32 (onnxruntime)"
             record["variants"][name] = {"model": model, "precision": precision, "onnx": str(dst),
                                         "onnx_bytes": onnx_file_size(dst).bytes, "accuracy": accuracy,
                                         "conversion": result.to_dict()}

@@ -59,9 +59,10 @@ def _names(value: Any, key: str) -> tuple[str, ...]:
 class Int8Options:
     """Validated ``options`` of the int8 converter (unknown keys are an error: typos must not pass)."""
 
-    # percentile by default: on the digits ViT, entropy clipped the network input to a third
-    # of its range (relative output error 0.43, top-1 99.8% -> 89.6%); max and percentile
-    # kept 99.8% (bench/results/precision_*.md). Entropy stays one flag away.
+    # percentile by default: on the digits ViT (precision stage of `pela-export run`), entropy
+    # clipped the network input to a third of its range (relative output error 0.43, top-1
+    # 99.8% -> 89.6%) while max and percentile kept 99.8%; on Fashion-MNIST entropy was also
+    # the weakest (bench/results/precision_fashion-mnist-vit.md). Entropy stays one flag away.
     method: str = "percentile"
     percentile: float = DEFAULT_PERCENTILE
     exclude_nodes: tuple[str, ...] = ()
