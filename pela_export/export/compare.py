@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import VerificationError
-from ..models.base import Tolerance
+from ..tolerance import Tolerance
 
 #: Keeps relative error finite where the reference is exactly zero.
 REL_EPS = 1e-12

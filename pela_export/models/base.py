@@ -8,13 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..tolerance import Tolerance
 
-@dataclass(frozen=True)
-class Tolerance:
-    """Allowed |a-b| <= atol + rtol*|b| per element between two backends."""
-
-    atol: float = 1e-4
-    rtol: float = 1e-3
+__all__ = ["LoadedModel", "Preprocessing", "Tolerance"]
 
 
 @dataclass(frozen=True)

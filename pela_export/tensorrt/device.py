@@ -2,9 +2,11 @@
 
 A TensorRT plan only runs on the GPU (and TensorRT version) it was built for,
 so the builder records the GPU name and compute capability and the runner
-compares them. CUDA memory comes from torch (already a dependency); the
-runner talks to a small :class:`DeviceBackend` protocol so its TensorRT calls
-can be contract-tested with host memory.
+compares them. CUDA memory comes from NVIDIA cuda-python
+(:class:`~.cuda_backend.CudaPythonBackend`, no PyTorch needed: the Jetson
+path) or torch (:class:`TorchCudaBackend`); :func:`default_backend` picks one.
+The runner talks to a small :class:`DeviceBackend` protocol so its TensorRT
+calls can be contract-tested with host memory.
 """
 from __future__ import annotations
 
@@ -15,8 +17,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import DependencyError
+from ..errors import DependencyError, PelaExportError
 from ._trt import load_torch
+from .cuda_backend import (
+    CUDA_PYTHON_FIX,
+    CudaBuffer,
+    CudaPythonBackend,
+    decode_cstr,
+    import_cudart,
+)
 
 UNKNOWN = "unknown"
 
@@ -51,20 +60,20 @@ def _from_torch() -> GpuInfo | None:
         return None
 
 
+def gpu_from_props(props: Any) -> GpuInfo:
+    """GpuInfo from a cudart ``cudaDeviceProp`` (cuda-python gives the name as NUL-padded bytes)."""
+    return GpuInfo(decode_cstr(props.name).strip("\x00 "), f"{props.major}.{props.minor}", "cuda-python")
+
+
 def _from_cuda_python() -> GpuInfo | None:
-    try:  # cuda-python >= 12.6 names it cuda.bindings.runtime; older releases cuda.cudart
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[import-not-found, no-redef]
-        except ImportError:
-            return None
+    cudart = import_cudart()  # cuda-python >= 12.6 names it cuda.bindings.runtime; older releases cuda.cudart
+    if cudart is None:
+        return None
     try:
         err, props = cudart.cudaGetDeviceProperties(0)
         if int(err) != 0:
             return None
-        name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-        return GpuInfo(name.strip("\x00 "), f"{props.major}.{props.minor}", "cuda-python")
+        return gpu_from_props(props)
     except Exception:  # noqa: BLE001 - no usable CUDA: GPU stays "unknown"
         return None
 
@@ -79,7 +88,7 @@ class DeviceBuffer(Protocol):
 
 
 class DeviceBackend(Protocol):
-    """Memory, stream and timing for the runner (CUDA via torch in production)."""
+    """Memory, stream and timing for the runner (CUDA via cuda-python or torch in production)."""
 
     stream_handle: int
 
@@ -179,3 +188,46 @@ class HostBackend:
             step()
             out.append(time.perf_counter() - t0)
         return out
+
+
+def _torch_has_cuda() -> bool:
+    """True when torch imports and sees a CUDA GPU (imports torch only when asked)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - broken CUDA install: treat as no GPU
+        return False
+
+
+def default_backend() -> DeviceBackend:
+    """The runner's CUDA provider: cuda-python (no torch needed), else torch with CUDA, else DependencyError.
+
+    cuda-python comes first because it is the Jetson deployment path; if it is
+    installed but cannot start (e.g. built for a newer CUDA than the driver)
+    and torch sees a GPU, torch is used instead, otherwise its error is raised.
+    """
+    if import_cudart() is not None:
+        try:
+            return CudaPythonBackend()
+        except PelaExportError:
+            if _torch_has_cuda():
+                return TorchCudaBackend()
+            raise
+    if _torch_has_cuda():
+        return TorchCudaBackend()
+    try:
+        import torch  # noqa: F401 - only to word the error
+        torch_state = "torch is installed but sees no CUDA GPU"
+    except ImportError:
+        torch_state = "torch is not installed"
+    raise DependencyError(f"running a TensorRT engine needs CUDA memory and streams from NVIDIA cuda-python or "
+                          f"PyTorch: cuda-python is not importable and {torch_state}",
+                          fix=f"{CUDA_PYTHON_FIX}; or install torch with CUDA support (on Jetson: NVIDIA's "
+                              "JetPack wheel)")
+
+
+__all__ = ["CudaBuffer", "CudaPythonBackend", "DeviceBackend", "DeviceBuffer", "GpuInfo", "HostBackend",
+           "TorchCudaBackend", "default_backend", "gpu_from_props", "gpu_info"]

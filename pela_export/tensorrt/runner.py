@@ -4,8 +4,9 @@ Checks the build record first (same TensorRT release and GPU, plan checksum),
 then deserialises, binds every I/O tensor by name (``set_input_shape``,
 ``set_tensor_address``) and enqueues with ``execute_async_v3`` on a
 non-default CUDA stream. Memory and streams come from a
-:class:`~.device.DeviceBackend` (torch CUDA by default), which lets the
-contract tests drive these exact TensorRT calls with host memory.
+:class:`~.device.DeviceBackend` (``default_backend()``: cuda-python, else torch
+CUDA), which lets the contract tests drive these exact TensorRT calls with
+host memory.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import numpy as np
 from ..errors import ArtifactError, InputShapeError, PelaExportError
 from ._trt import load_tensorrt, version_of
 from .callbacks import shared_logger
-from .device import DeviceBackend, GpuInfo, TorchCudaBackend
+from .device import DeviceBackend, GpuInfo, default_backend
 from .errors import TensorRTError
 from .features import detect_features
 from .options import BuildOptions
@@ -32,7 +33,7 @@ from .trtexec import trtexec_command, trtexec_shell
 if TYPE_CHECKING:
     from ..bench.stats import LatencyStats
     from ..export.compare import Comparison
-    from ..models.base import Tolerance
+    from ..tolerance import Tolerance
 
 #: Every TensorRT name the runner touches (a contract test checks them against each manifest).
 RUNNER_API: dict[str, tuple[str, ...]] = {
@@ -70,7 +71,7 @@ class TrtRunner:
         self.trt = load_tensorrt(trt)
         self.features = detect_features(self.trt)
         self.version = version_of(self.trt)
-        self.backend: DeviceBackend = backend if backend is not None else TorchCudaBackend()
+        self.backend: DeviceBackend = backend if backend is not None else default_backend()
         data = self.plan_path.read_bytes()
         self.meta: dict[str, Any] = {}
         if check_sidecar:
@@ -215,7 +216,7 @@ class TrtRunner:
         """Outputs of this engine vs ONNX Runtime (CPU) on the same feeds: a Comparison (never raises on mismatch)."""
         from ..export.compare import compare_outputs
         from ..export.runtime import ort_run, ort_session
-        from ..models.base import Tolerance
+        from ..tolerance import Tolerance
 
         ref = ort_run(ort_session(onnx_path), feeds)
         cand = self.run(feeds)
