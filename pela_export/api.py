@@ -3,25 +3,47 @@
 >>> from pela_export import api
 >>> from pela_export.pipeline.config import RunConfig
 >>> api.run(RunConfig(model="timm:deit_small_patch16_224", ratio=3))  # doctest: +SKIP
+
+Stage modules are imported inside each function: ``api.verify_bundle`` and
+``api.device_bench`` run on a device without PyTorch, the workstation stages
+import it when called.
 """
 from __future__ import annotations
 
-from typing import Any
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .pipeline.bench import bench_stage
-from .pipeline.compress import compress_stage
 from .pipeline.config import RunConfig
-from .pipeline.context import Context, prepare
-from .pipeline.inspect import inspect
-from .pipeline.report import report_stage
-from .pipeline.run import run_pipeline
 
-__all__ = ["RunConfig", "run", "compress", "export", "precision", "build", "bench", "inspect", "prepare"]
+if TYPE_CHECKING:
+    from .models.base import LoadedModel
+    from .pipeline.context import Context
+    from .runtime.sums import Problem
+
+__all__ = ["RunConfig", "run", "compress", "export", "precision", "build", "bench", "package", "inspect", "prepare",
+           "verify_bundle", "device_bench", "merge_reports"]
+
+
+def prepare(cfg: RunConfig, loaded: LoadedModel | None = None) -> Context:
+    """Resolve the model and output directory once per run (see :func:`pela_export.pipeline.context.prepare`)."""
+    from .pipeline.context import prepare as _prepare
+
+    return _prepare(cfg, loaded)
+
+
+def inspect(*args: Any, **kwargs: Any) -> str:
+    """Dry-run rank table of a model, or a summary of an ONNX file (:func:`pela_export.pipeline.inspect.inspect`)."""
+    from .pipeline.inspect import inspect as _inspect
+
+    return _inspect(*args, **kwargs)
 
 
 def _ensure_compressed(ctx: Context) -> None:
     """Reuse a matching saved compression, else compress now (and say so)."""
     from .errors import ArtifactError
+    from .pipeline.compress import compress_stage
 
     try:
         ctx.compressed()
@@ -32,11 +54,15 @@ def _ensure_compressed(ctx: Context) -> None:
 
 def run(cfg: RunConfig) -> dict[str, Any]:
     """All stages in order (``cfg.skip`` stages reuse saved artifacts)."""
+    from .pipeline.run import run_pipeline
+
     return run_pipeline(cfg)
 
 
 def compress(cfg: RunConfig) -> dict[str, Any]:
     """Factorize and save the compressed model, spec and rank table."""
+    from .pipeline.compress import compress_stage
+
     return compress_stage(prepare(cfg))
 
 
@@ -52,13 +78,13 @@ def export(cfg: RunConfig) -> dict[str, Any]:
 def bench(cfg: RunConfig) -> dict[str, Any]:
     """Benchmark both variants and write the report; exports first if no ONNX was saved."""
     from .errors import ArtifactError
+    from .pipeline.bench import bench_stage, deployed_onnx
     from .pipeline.export import export_stage
+    from .pipeline.report import report_stage
 
     ctx = prepare(cfg)
     _ensure_compressed(ctx)
     try:
-        from .pipeline.bench import deployed_onnx
-
         deployed_onnx(ctx)
     except ArtifactError as exc:
         ctx.note(f"exporting first: {exc.problem.splitlines()[0]}")
@@ -81,3 +107,48 @@ def build(cfg: RunConfig) -> dict[str, Any]:
     from .pipeline.build import build_stage
 
     return build_stage(prepare(cfg), required=True)
+
+
+def package(cfg: RunConfig) -> dict[str, Any]:
+    """The deployment bundle (``OUT/bundle`` + ``OUT/bundle.tar.gz``) from a run's saved artifacts."""
+    from .pipeline.package import package_stage
+
+    return package_stage(prepare(cfg))
+
+
+def verify_bundle(path: str | os.PathLike[str]) -> list[Problem]:
+    """Every problem of a bundle directory or ``bundle.tar.gz`` (hashes, schema, missing/extra files); [] if intact.
+
+    An archive is unpacked (safely) into a temporary folder that is removed afterwards; an archive member
+    with an absolute path, ``..`` or a link raises ArtifactError naming it.
+    """
+    from .runtime.bundle import verify_path
+
+    return verify_path(path).problems
+
+
+def device_bench(bundle: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
+                 batch_sizes: Sequence[int] | None = None, runs: int = 100, warmup: int = 10,
+                 backend: str = "auto", threads: int | None = None,
+                 engine_cache: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+    """Verify, check against golden outputs and time every variant of ``bundle`` on this device.
+
+    Writes ``device-report.json`` + ``device-report.md`` into ``out`` (default ``./pela-device/<model>``)
+    and returns their paths. ``backend="auto"`` uses TensorRT where it can run, else ONNX Runtime (and says so).
+    """
+    from .runtime.devicebench import device_bench as _device_bench
+
+    return _device_bench(bundle, out, batch_sizes=batch_sizes, warmup=warmup, runs=runs, backend=backend,
+                         threads=threads, engine_cache=engine_cache)
+
+
+def merge_reports(workstation: str | os.PathLike[str], device_reports: Sequence[str | os.PathLike[str]],
+                  out: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """One comparison (``comparison.json`` + ``.md`` + charts in ``out``) of a workstation run and device reports.
+
+    ``workstation`` is a run's output directory (or its report.json); each device report is a
+    ``device-report.json`` or a directory holding one (``pela-export device-bench`` writes them).
+    """
+    from .bench.merge import merge_reports as _merge
+
+    return _merge(workstation, device_reports, out)

@@ -15,3 +15,18 @@ def default_cache(tmp_path_factory):
 
     cache = os.environ.get("PELA_EXPORT_CACHE")
     return Path(cache) if cache else tmp_path_factory.mktemp("pela-cache")
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory, default_cache):
+    """One `pela-export run` of the embedded default ending in its deployment bundle (``<run>/bundle`` and
+    ``<run>/bundle.tar.gz``); shared by the package and runtime tests, so treat it as read-only (copy to tamper)."""
+    from pela_export.cli.main import main
+
+    out = tmp_path_factory.mktemp("digits-run") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PELA_EXPORT_CACHE", str(default_cache))
+        code = main(["run", "--out", str(out), "--skip", "bench", "--skip", "report", "--calib-samples", "32",
+                     "--eval-samples", "200", "--no-progress"])
+    assert code == 0
+    return out

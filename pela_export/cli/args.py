@@ -8,13 +8,10 @@ from ..export.simplify import SIMPLIFIERS
 from ..lowrank import DECOMPOSITIONS, RANK_ALLOCATORS
 from ..models.sources import parse_input_shape
 from ..pipeline.config import STAGES, RunConfig
+from .device_args import ints
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.replace("x", ",").split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+_ints = ints  # shared with the torch-free device commands
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -177,6 +174,15 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=int, default=5, help="warm-up runs (default 5)")
     g.add_argument("--batch-sizes", type=_ints, default=None, help="batch sizes to time (default 1,8; 1 with --static-shapes)")
     g.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime and PyTorch (default: all cores)")
+
+
+def add_package_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("bundle")
+    g.add_argument("--data", help="dataset the golden inputs come from: digits | fashion-mnist | idx:DIR "
+                                  "(default: the model's own, else seeded random inputs)")
+    g.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime when computing golden outputs")
+    g.add_argument("--atol", type=float, help="absolute tolerance of the FP32 golden check (default: per model family)")
+    g.add_argument("--rtol", type=float, help="relative tolerance of the FP32 golden check (default: per model family)")
 
 
 def add_skip_args(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,8 @@
 """``pela-export`` command line: one subcommand per pipeline stage, plus ``run``.
 
 Every :class:`PelaExportError` becomes one clear message and exit code 2; a
-traceback appears only with ``--debug``.
+traceback appears only with ``--debug``. The on-device commands (``verify``,
+``device-bench``) build a parser and run without importing torch.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import textwrap
 from collections.abc import Callable, Sequence
 
 from ..errors import PelaExportError
-from . import args as A
+from . import device_args as D
+
+DEVICE_COMMANDS = ("verify", "device-bench", "report")
 
 EXAMPLES = {
     "run": """
@@ -44,6 +47,24 @@ EXAMPLES = {
         pela-export build --out out/deit --workspace 2048 --timing-cache deit.cache --opt-level 3
         pela-export build --out out/deit --dla-core 0    # Jetson Orin DLA with GPU fallback
     """,
+    "package": """
+        pela-export package --out pela-out/digits-vit     # bundle + bundle.tar.gz from a run's artifacts
+        pela-export package timm:deit_small_patch16_224 --out out/deit --trt-version 10.3
+    """,
+    "verify": """
+        pela-export verify bundle.tar.gz                  # on the device: hashes, schema, missing/extra files
+        pela-export verify pela-out/digits-vit/bundle
+    """,
+    "device-bench": """
+        pela-export device-bench bundle.tar.gz            # TensorRT engines (cached), golden check, latency
+        pela-export device-bench bundle.tar.gz --backend onnxruntime --batch-sizes 1,8 --runs 200
+        pela-export device-bench bundle --out results/orin-maxn
+      exit status: 0 all variants match their golden outputs, 1 some do not (report still written), 2 error
+    """,
+    "report": """
+        pela-export report pela-out/digits-vit orin/device-report.json thor/device-report.json
+        pela-export report pela-out/deit pela-device/deit_small_patch16_224 --out results/deit-compare
+    """,
     "inspect": """
         pela-export inspect timm:deit_small_patch16_224 --ratio 3   # ranks and parameters a compression would give
         pela-export inspect pela-out/digits-vit/compressed.onnx      # parameters, ops, factor pairs of an ONNX file
@@ -59,20 +80,19 @@ def _sub(subs: argparse._SubParsersAction, name: str, help_: str, groups: Sequen
     p.set_defaults(command=name)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+def _device_sub(subs: argparse._SubParsersAction, name: str, help_: str,
+                add: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = subs.add_parser(name, help=help_, description=help_, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="examples:\n" + textwrap.dedent(EXAMPLES[name]).rstrip())
+    add(p)
+    p.set_defaults(command=name)
 
-    parser = argparse.ArgumentParser(
-        prog="pela-export",
-        description="Compress a model with low-rank (PELA) factorization, export verified ONNX, and benchmark "
-                    "original vs compressed.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n" + textwrap.dedent(EXAMPLES["run"]).rstrip(),
-    )
-    parser.add_argument("--version", action="version", version=f"pela-export {__version__}")
-    subs = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+def _workstation_commands(subs: argparse._SubParsersAction) -> None:
+    from . import args as A
+
     common = (A.add_model_args, A.add_output_args)
-    _sub(subs, "run", "all stages in order: compress, export, simplify, verify, precision, build, bench, report",
+    _sub(subs, "run", "all stages in order: compress, export, simplify, verify, precision, build, bench, report, package",
          (*common, A.add_compress_args, A.add_calib_args, A.add_train_args, A.add_export_args,
           A.add_precision_args, A.add_trt_args, A.add_bench_args, A.add_skip_args))
     _sub(subs, "compress", "factorize eligible linears (optionally PELA-train them) and save the model + rank table",
@@ -91,11 +111,101 @@ def build_parser() -> argparse.ArgumentParser:
     A.add_compress_args(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(command="inspect")
+    _sub(subs, "package", "deployment bundle (ONNX variants, golden outputs, deploy.json, SHA256SUMS) and its .tar.gz "
+                          "from the artifacts of a run in --out", (*common, A.add_package_args, A.add_trt_args))
+
+
+def build_parser(device_only: bool = False) -> argparse.ArgumentParser:
+    """The full parser, or (``device_only``) just the torch-free device commands."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="pela-export",
+        description="Compress a model with low-rank (PELA) factorization, export verified ONNX, and benchmark "
+                    "original vs compressed." + (" (device commands only: PyTorch is not needed for these)"
+                                                 if device_only else ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n" + textwrap.dedent(EXAMPLES["run"]).rstrip(),
+    )
+    parser.add_argument("--version", action="version", version=f"pela-export {__version__}")
+    subs = parser.add_subparsers(title="commands", metavar="COMMAND")
+    if not device_only:
+        _workstation_commands(subs)
+    _device_sub(subs, "verify", "check a deployment bundle on the device: SHA256SUMS hashes, deploy.json schema, "
+                                "missing and extra files (each problem named file by file)", D.add_verify_args)
+    _device_sub(subs, "device-bench", "on the device: build (or reuse) TensorRT engines, check every variant against "
+                                      "the bundle's golden outputs and time it; writes device-report.json + .md",
+                D.add_device_bench_args)
+    _device_sub(subs, "report", "merge a workstation run's report with device reports into one comparison "
+                                "(comparison.json + .md + charts)", D.add_report_args)
     return parser
 
 
-def _dispatch(ns: argparse.Namespace) -> int:
+def _verify(ns: argparse.Namespace) -> int:
+    from ..runtime.bundle import verify_path
+
+    result = verify_path(ns.bundle)
+    if result.problems:
+        print(f"pela-export: error: {ns.bundle} failed verification ({len(result.problems)} problem(s)):", file=sys.stderr)
+        for p in result.problems:
+            print(f"  - {p}", file=sys.stderr)
+        print("  fix: copy the bundle again from the workstation (compare bundle.tar.gz's size and sha256); if the "
+              "files there are fine, re-create it with `pela-export package --out RUN_DIR`", file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 0
+
+
+def _device_bench(ns: argparse.Namespace) -> int:
+    import json
+
     from .. import api
+
+    json_path, md_path = api.device_bench(ns.bundle, ns.out, batch_sizes=ns.batch_sizes, runs=ns.runs,
+                                          warmup=ns.warmup, backend=ns.backend, threads=ns.threads,
+                                          engine_cache=ns.engine_cache)
+    report = json.loads(json_path.read_text(encoding="utf-8"))
+    dev = report["device"]
+    print(f"device report: {md_path}\n               {json_path}")
+    if dev.get("fallback_reason"):
+        print(f"backend: onnxruntime ({dev['fallback_reason']})")
+    else:
+        print(f"backend: {dev['backend']}")
+    failed = []
+    for name, v in report["variants"].items():
+        lat = ", ".join(f"b={b} p50 {s['p50_ms']:.3f} ms" for b, s in v["latency"].items())
+        ok = v["golden"]["ok"]
+        print(f"  {name:<18} golden {'ok  ' if ok else 'FAIL'}  {v['backend']:<11} {lat}")
+        if not ok:
+            failed.append(name)
+    if failed:
+        print(f"pela-export: {len(failed)} variant(s) disagree with the golden outputs beyond their tolerance: "
+              f"{', '.join(failed)} (details in {md_path})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .. import api
+
+    ws = Path(ns.workstation)
+    out = ns.out or (ws if ws.is_dir() else ws.parent) / "comparison"
+    json_path, md_path = api.merge_reports(ws, ns.device_reports, out)
+    print(f"comparison: {md_path}\n            {json_path}")
+    return 0
+
+
+def _dispatch(ns: argparse.Namespace) -> int:
+    if ns.command == "verify":
+        return _verify(ns)
+    if ns.command == "device-bench":
+        return _device_bench(ns)
+    if ns.command == "report":
+        return _report(ns)
+    from .. import api
+    from . import args as A
 
     if ns.command == "inspect":
         print(api.inspect(ns.model, checkpoint=ns.checkpoint, input_shape=ns.input_shape, ratio=ns.ratio,
@@ -104,14 +214,33 @@ def _dispatch(ns: argparse.Namespace) -> int:
         return 0
     cfg = A.config_from_args(ns)
     stage = {"run": api.run, "compress": api.compress, "export": api.export, "bench": api.bench,
-             "build": api.build}[ns.command]
+             "build": api.build, "package": api.package}[ns.command]
     stage(cfg)
     return 0
 
 
+def _parser_for(argv: Sequence[str]) -> argparse.ArgumentParser | int:
+    """Device commands get the torch-free parser; without torch, other commands explain what works here."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first in DEVICE_COMMANDS:
+        return build_parser(device_only=True)
+    try:
+        return build_parser()
+    except ImportError as exc:
+        if first is None:
+            return build_parser(device_only=True)
+        print(f"pela-export: error: `{first}` needs the workstation dependencies, which are not importable here "
+              f"({exc})\n  fix: install pela-export with its dependencies (torch, onnx, timm); on a device without "
+              f"them only `pela-export verify` and `pela-export device-bench` work", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser_for(args)
+    if isinstance(parser, int):
+        return parser
+    ns = parser.parse_args(args)
     if not getattr(ns, "command", None):
         parser.print_help()
         return 2

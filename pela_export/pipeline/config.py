@@ -12,7 +12,8 @@ from typing import Any
 
 from ..errors import OptionError
 
-STAGES: tuple[str, ...] = ("compress", "export", "simplify", "verify", "precision", "build", "bench", "report")
+STAGES: tuple[str, ...] = ("compress", "export", "simplify", "verify", "precision", "build", "bench", "report",
+                           "package")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The composed pipeline: each stage runs unless skipped; skipped stages reuse saved artifacts."""
+"""The composed pipeline: each stage runs unless skipped; skipped stages reuse saved artifacts.
+The deployment bundle (package) is the last stage."""
 from __future__ import annotations
 
 import time
@@ -10,6 +11,7 @@ from .build import build_stage
 from .compress import compress_stage
 from .config import RunConfig
 from .context import Context, log, prepare
+from .package import package_stage
 from .precision import precision_stage
 from .report import report_stage
 
@@ -21,7 +23,10 @@ def _export_stages(ctx: Context) -> dict[str, Any]:
 
 
 def run_pipeline(cfg: RunConfig, ctx: Context | None = None) -> dict[str, Any]:
-    """Run compress → export → simplify → verify → precision → build → bench → report; returns paths and timings."""
+    """Run compress → export → simplify → verify → precision → build → bench → report → package.
+
+    Returns output paths and per-stage timings.
+    """
     ctx = ctx or prepare(cfg)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -38,6 +43,11 @@ def run_pipeline(cfg: RunConfig, ctx: Context | None = None) -> dict[str, Any]:
     if "report" not in cfg.skip:
         json_path, md_path = report_stage(ctx)
         result.update(report_json=str(json_path), report_md=str(md_path))
+    if "package" not in cfg.skip:
+        t0 = time.perf_counter()
+        record = package_stage(ctx)
+        timings["package"] = round(time.perf_counter() - t0, 2)
+        result.update(bundle=record["bundle"], bundle_archive=record["archive"])
     result["total_s"] = round(time.perf_counter() - t_all, 2)
     log(f"done in {result['total_s']:.1f}s: {Path(result['out'])}")
     return result

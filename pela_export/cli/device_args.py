@@ -1,0 +1,50 @@
+"""Arguments of the on-device commands (``verify``, ``device-bench``).
+
+Kept apart from :mod:`.args` (whose choices come from registries that import
+torch) so the device commands parse and run on a Jetson without PyTorch.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def ints(text: str) -> tuple[int, ...]:
+    """``1,8`` or ``1x8`` -> (1, 8)."""
+    try:
+        return tuple(int(t) for t in text.replace("x", ",").split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or bundle.tar.gz written by `pela-export package`")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def add_device_bench_args(p: argparse.ArgumentParser) -> None:
+    from ..runtime.backends import BACKEND_CHOICES
+    from ..runtime.devicebench import DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS
+
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or bundle.tar.gz written by `pela-export package`")
+    g = p.add_argument_group("device benchmark")
+    g.add_argument("--out", help="where device-report.json/.md go (default ./pela-device/<model-name>)")
+    g.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="tensorrt (fail if it cannot run here), onnxruntime, or auto: TensorRT where it can run, "
+                        "else ONNX Runtime, said in the report (default auto)")
+    g.add_argument("--batch-sizes", type=ints, default=None,
+                   help="batch sizes to time (default: min/opt/max batch of the bundle's input profile)")
+    g.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"timed runs per batch size (>= {MIN_RUNS}; "
+                                                                   f"default {DEFAULT_RUNS})")
+    g.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"warm-up runs (default {DEFAULT_WARMUP})")
+    g.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: ONNX Runtime's choice)")
+    g.add_argument("--engine-cache", help="TensorRT engine cache folder (default $PELA_EXPORT_ENGINE_CACHE or "
+                                          "~/.cache/pela-export/engines)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def add_report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workstation", metavar="RUN", help="output directory of `pela-export run` (or its report.json)")
+    p.add_argument("device_reports", metavar="DEVICE_REPORT", nargs="+",
+                   help="device-report.json files written by `pela-export device-bench` (or folders holding them)")
+    p.add_argument("--out", help="where comparison.json/.md and charts go (default: RUN/comparison)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")

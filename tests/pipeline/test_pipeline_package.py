@@ -1,0 +1,150 @@
+"""The package stage: `run` ends with DIR/bundle + DIR/bundle.tar.gz laid out as deploy.json describes,
+golden outputs the runtime reproduces, and `package` rebuilding the bundle atomically."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pela_export.pipeline.package as package_mod
+from pela_export import api
+from pela_export.cli.main import main
+from pela_export.export.compare import compare_outputs
+from pela_export.pipeline.config import STAGES, RunConfig
+from pela_export.runtime import Bundle, run_variant, validate_deploy, verify_bundle
+from pela_export.tensorrt import TABLE_VERSIONS
+
+VARIANTS = {f"{m}.{p}" for m in ("original", "compressed") for p in ("fp32", "fp16", "int8")}
+
+
+def _deploy(bundle: Path) -> dict:
+    return json.loads((bundle / "deploy.json").read_text())
+
+
+def test_package_is_the_last_stage_and_can_be_skipped() -> None:
+    assert STAGES[-2:] == ("report", "package")
+    assert RunConfig(skip=("package",)).skip == ("package",)
+
+
+def test_run_ends_with_a_complete_bundle(digits_run: Path) -> None:
+    bundle = digits_run / "bundle"
+    d = validate_deploy(_deploy(bundle))
+    assert d["schema_version"] == 1 and d["kind"] == "pela-export-bundle"
+    assert set(d["variants"]) == VARIANTS
+    assert d["model"]["name"] == "digits-vit" and d["model"]["source"] == "default:digits"
+    assert d["labels"] == [str(i) for i in range(10)]
+    assert d["preprocessing"]["channel_order"] == "gray" and d["preprocessing"]["size"] == [16, 16]
+    assert d["compression"]["params"]["compressed"] < d["compression"]["params"]["original"]
+    assert all(layer["rank"] > 0 for layer in d["compression"]["layers"] if layer["status"] == "factorized")
+    assert d["dependencies"]["onnxruntime"] and d["dependencies"]["torch"]
+    (inp,), (out,) = d["io"]["inputs"], d["io"]["outputs"]
+    assert inp["name"] == "input" and inp["shape"] == ["batch", 1, 16, 16] and out["name"] == "logits"
+    assert inp["profile"] == {"min": [1, 1, 16, 16], "opt": [1, 1, 16, 16], "max": [8, 1, 16, 16]}
+    for name, v in d["variants"].items():
+        onnx = bundle / v["onnx"]
+        assert v["onnx"] == f"onnx/{name}.onnx" and onnx.stat().st_size == v["bytes"]
+        with np.load(bundle / v["golden"]) as z:
+            assert z["input:input"].shape == (4, 1, 16, 16) and z["output:logits"].shape == (4, 10)
+        assert v["cpu_accuracy"]["top1"] > 0.9, (name, v["cpu_accuracy"])
+        assert set(v["trtexec"]) == set(TABLE_VERSIONS)
+        for version, entry in v["trtexec"].items():
+            script = (bundle / entry["script"]).read_text()
+            assert f"--onnx=../../onnx/{name}.onnx" in script and f"mkdir -p ../../engines/{version}" in script
+            assert entry["command"].startswith(f"trtexec --onnx=onnx/{name}.onnx --saveEngine=engines/{version}/")
+            assert os.access(bundle / entry["script"], os.X_OK)
+        if v["precision"] == "int8":
+            assert (bundle / v["calibration_cache"]).read_text().startswith("TRT-")
+            assert (bundle / "calibration" / f"{name}.calib.manifest.json").is_file()
+            assert v["onnxruntime_optimization"] == "basic"
+        else:
+            assert v["calibration_cache"] is None
+    assert os.access(bundle / "build_engines.sh", os.X_OK)
+    record = json.loads((digits_run / "stages" / "package.json").read_text())
+    assert record["variants"] == list(d["variants"]) and record["golden_batch"] == 4
+
+
+def test_golden_tolerances_are_stated_per_precision(digits_run: Path) -> None:
+    d = _deploy(digits_run / "bundle")
+    for name, v in d["variants"].items():
+        tol = v["tolerance"]
+        with np.load(digits_run / "bundle" / v["golden"]) as z:
+            scale = float(np.abs(z["output:logits"]).max())
+        if v["precision"] == "fp32":
+            assert tol == {"atol": 1e-4, "rtol": 1e-3}  # the model's own tolerance
+        else:
+            frac, rtol = package_mod.GOLDEN_RELATIVE_TOLERANCE[v["precision"]]
+            assert tol["rtol"] == rtol and tol["atol"] == pytest.approx(frac * scale, rel=1e-2), name
+    assert "fp16" in d["golden"]["policy"] and "int8" in d["golden"]["policy"]
+
+
+def test_sums_cover_every_file_and_the_archive_holds_the_same_tree(digits_run: Path) -> None:
+    bundle = digits_run / "bundle"
+    listed = [line.split("  ", 1)[1] for line in (bundle / "SHA256SUMS").read_text().splitlines()]
+    on_disk = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
+    assert listed == sorted(listed) and sorted([*listed, "SHA256SUMS"]) == on_disk
+    assert verify_bundle(bundle) == []
+    with tarfile.open(digits_run / "bundle.tar.gz") as tar:
+        names = {m.name for m in tar.getmembers() if m.isfile()}
+    assert names == {f"bundle/{p}" for p in on_disk}
+
+
+def test_bundle_round_trip_outputs_equal_golden(digits_run: Path, tmp_path: Path) -> None:
+    """package -> verify -> load the archive with the runtime -> every variant reproduces its golden outputs."""
+    assert api.verify_bundle(digits_run / "bundle.tar.gz") == []
+    b = Bundle.load(digits_run / "bundle.tar.gz", extract_to=tmp_path)
+    assert b.root == next(tmp_path.iterdir()) / "bundle" and set(b.variants()) == VARIANTS
+    for name in b.variants():
+        inputs, golden = b.golden(name)
+        out = run_variant(b, name)
+        cmp = compare_outputs(golden, out, b.tolerance(name), ref_name="golden", cand_name=name)
+        assert cmp.ok, cmp.failures()
+        assert out["logits"].argmax(1).tolist() == golden["logits"].argmax(1).tolist()
+
+
+def test_package_command_rebuilds_the_bundle(digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             default_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PELA_EXPORT_CACHE", str(default_cache))
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    before = (run / "bundle" / "deploy.json").read_text()
+    assert main(["package", "--out", str(run), "--trt-version", "10.3", "--no-progress"]) == 0
+    d = _deploy(run / "bundle")
+    assert d["created_at"] >= json.loads(before)["created_at"]
+    assert all(set(v["trtexec"]) == {"10.3"} for v in d["variants"].values())
+    assert sorted(p.name for p in (run / "bundle" / "trtexec").iterdir()) == ["10.3"]
+    assert verify_bundle(run / "bundle") == []
+    assert not [p for p in run.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    assert "bundle.tar.gz" in capsys.readouterr().err
+
+
+def test_failed_package_leaves_the_previous_bundle_untouched(digits_run: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, default_cache: Path) -> None:
+    monkeypatch.setenv("PELA_EXPORT_CACHE", str(default_cache))
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    sums, archive = (run / "bundle" / "SHA256SUMS").read_bytes(), (run / "bundle.tar.gz").read_bytes()
+
+    def boom(*_a: object, **_k: object) -> None:
+        from pela_export.errors import ArtifactError
+
+        raise ArtifactError("simulated failure while writing golden outputs", fix="none")
+
+    monkeypatch.setattr(package_mod, "_golden", boom)
+    assert main(["package", "--out", str(run), "--no-progress"]) == 2
+    assert (run / "bundle" / "SHA256SUMS").read_bytes() == sums and (run / "bundle.tar.gz").read_bytes() == archive
+    assert verify_bundle(run / "bundle") == []
+    assert not [p for p in run.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_package_without_a_run_names_the_missing_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       default_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PELA_EXPORT_CACHE", str(default_cache))
+    assert main(["package", "--out", str(tmp_path / "empty"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "export" in err and "fix:" in err
+    assert not (tmp_path / "empty" / "bundle").exists() and not (tmp_path / "empty" / "bundle.tar.gz").exists()
