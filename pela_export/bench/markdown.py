@@ -194,11 +194,16 @@ def _choices(choices: Sequence[str]) -> list[str]:
 
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The whole report.md as one string."""
-    from .markdown_stages import export_section, verification_section  # they build on this module's helpers
+    # the section modules build on this module's helpers, so they are imported here, not at the top
+    from .markdown_precision import charts_section, precision_section, tensorrt_section
+    from .markdown_stages import export_section, verification_section
 
     lines = _header(report)
     lines += _comparison(report)
     lines += _accuracy(report.get("accuracy"))
+    lines += precision_section(report)
+    lines += tensorrt_section(report)
+    lines += charts_section(report)
     lines += _layers(report.get("compression") or {})
     lines += export_section(report.get("export"))
     lines += verification_section(report.get("verification"))

@@ -17,15 +17,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._io import ensure_writable_dir, write_json_atomic, write_text_atomic
 from ..errors import ArtifactError
-from .flops import FlopCount
-from .sizes import OnnxFileSize
 from .stats import LatencyStats
+
+if TYPE_CHECKING:  # annotations only: report/merge stay importable without torch (device side)
+    from .flops import FlopCount
+    from .sizes import OnnxFileSize
 
 REPORT_SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
@@ -36,7 +38,10 @@ BACKENDS = ("onnxruntime", "torch_eager")
 
 #: Top-level keys in the order they are written.
 REPORT_KEYS = ("schema_version", "tool", "model", "settings", "compression", "export", "verification",
-               "benchmarks", "comparison", "accuracy", "automatic_choices", "environment", "artifacts")
+               "benchmarks", "comparison", "accuracy", "precision", "build", "charts", "automatic_choices",
+               "environment", "artifacts")
+#: Keys a report may lack (older reports, skipped stages) or hold as null; an object when set.
+OPTIONAL_OBJECT_KEYS = ("precision", "build", "charts")
 #: Keys whose absence makes a report unusable (``accuracy`` may be null but must exist).
 REQUIRED_KEYS = ("schema_version", "tool", "model", "compression", "export", "verification",
                  "benchmarks", "comparison", "accuracy", "automatic_choices", "environment")
@@ -237,13 +242,16 @@ def build_report(*, model: Mapping[str, Any], compression: Mapping[str, Any], ex
                  benchmarks: Mapping[str, VariantBenchmark | Mapping[str, Any]],
                  accuracy: Mapping[str, Any] | None = None, automatic_choices: Sequence[str] = (),
                  environment: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None,
-                 artifacts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 artifacts: Mapping[str, Any] | None = None, precision: Mapping[str, Any] | None = None,
+                 build: Mapping[str, Any] | None = None, charts: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the report dict (validated) from each stage's results.
 
     ``model`` is ``LoadedModel.describe()``; ``compression`` holds ``ratio``,
     ``layers`` (rows with name, shape, rank, params_before, params_after,
     rel_error) and ``totals``; ``benchmarks`` has "original" and "compressed".
-    ``environment`` defaults to :func:`environment_info` now.
+    ``environment`` defaults to :func:`environment_info` now. ``precision`` and
+    ``build`` are the condensed stage records (:mod:`.stage_summary`), None when
+    the stage did not run; ``charts`` is the :mod:`.charts` record.
     """
     missing = [v for v in VARIANTS if v not in benchmarks]
     if missing:
@@ -265,6 +273,9 @@ def build_report(*, model: Mapping[str, Any], compression: Mapping[str, Any], ex
         "benchmarks": bench,
         "comparison": build_comparison(bench, acc),
         "accuracy": acc,
+        "precision": to_plain(precision),
+        "build": to_plain(build),
+        "charts": to_plain(charts),
         "automatic_choices": [str(c) for c in automatic_choices],
         "environment": to_plain(environment) if environment is not None else environment_info(),
         "artifacts": to_plain(artifacts) or {},
@@ -306,6 +317,10 @@ def validate_report(d: Any) -> dict[str, Any]:
     if not isinstance(d["automatic_choices"], list) or not all(isinstance(c, str) for c in d["automatic_choices"]):
         raise ArtifactError("report key 'automatic_choices' must be a list of strings",
                             fix="re-run the full pipeline to regenerate report.json")
+    for key in OPTIONAL_OBJECT_KEYS:
+        if d.get(key) is not None and not isinstance(d[key], Mapping):
+            raise ArtifactError(f"report key {key!r} must be an object or null, got {type(d[key]).__name__}",
+                                fix="re-run the full pipeline to regenerate report.json")
     if not isinstance(d["compression"]["layers"], list):
         raise ArtifactError("report key 'compression.layers' must be a list",
                             fix="re-run the full pipeline to regenerate report.json")

@@ -27,6 +27,32 @@ def deployed_onnx(ctx: Context) -> dict[str, Path]:
     return paths
 
 
+def _precision_latency(ctx: Context) -> dict[str, dict[str, Any]]:
+    """ONNX Runtime CPU latency of every precision variant the precision stage wrote (all batch sizes).
+
+    Timed at the full optimisation level, the way a CPU deployment would run them
+    (INT8 then uses ORT's fused integer kernels). CPU timings of FP16/INT8 say
+    little about a GPU: ``pela-export device-bench`` times them on the device.
+    """
+    from ..bench import bench_onnxruntime
+
+    path = ctx.artifacts.stage_record("precision")
+    if not path.is_file():
+        return {}
+    cfg = ctx.cfg
+    out: dict[str, dict[str, Any]] = {}
+    for name, variant in ctx.load_record("precision", needed_by="bench")["variants"].items():
+        onnx = Path(variant["onnx"])
+        if not onnx.is_file():
+            raise ArtifactError(f"{name} ONNX {onnx} recorded by the precision stage is missing",
+                                fix="re-run the precision stage (drop --skip precision)")
+        log(f"benchmarking {name} (ONNX Runtime CPU): batch sizes {list(cfg.batch_sizes)}")
+        out[name] = {str(b): bench_onnxruntime(onnx, ctx.loaded.input_name, ctx.loaded.dummy_input(b).numpy(),
+                                               cfg.warmup, cfg.runs, cfg.threads).to_dict()
+                     for b in cfg.batch_sizes}
+    return out
+
+
 def bench_stage(ctx: Context) -> dict[str, Any]:
     cfg = ctx.cfg
     onnx_paths = deployed_onnx(ctx)
@@ -53,6 +79,7 @@ def bench_stage(ctx: Context) -> dict[str, Any]:
                                num_classes=data.num_classes)
     accuracy.update({"backend": "onnxruntime", "data": data.source})
     record = {
+        "precision_latency": _precision_latency(ctx),
         "device": cfg.device,
         "onnxruntime_session": {"provider": "CPUExecutionProvider", "graph_optimization": "all",
                                 "execution_mode": "sequential", "intra_op_spinning": False},

@@ -78,3 +78,15 @@ def test_digits_default_keeps_accuracy_in_fp16_and_int8(tmp_path, monkeypatch, d
         acc = v["accuracy"]
         limit = 0.001 if name.endswith("fp16") else 0.01
         assert abs(acc["top1_delta"]) <= limit, (name, acc)
+
+
+def test_bench_times_every_precision_variant_and_the_report_shows_it(tiny_run):
+    skip = [a for s in ("compress", "export", "simplify", "verify", "precision", "build") for a in ("--skip", s)]
+    assert main(["run", "tiny_timm:deit_tiny_64", "--out", str(tiny_run), *skip, "--skip", "package",
+                 "--batch-sizes", "1", "--warmup", "1", "--no-progress"]) == 0
+    timed = _record(tiny_run, "bench")["precision_latency"]
+    assert set(timed) == {"original.fp16", "original.int8", "compressed.fp16", "compressed.int8"}
+    assert all(v["1"]["n_runs"] == 30 and v["1"]["p50_ms"] > 0 for v in timed.values())
+    report = json.loads((tiny_run / "report.json").read_text())
+    assert report["precision"]["variants"]["compressed.int8"]["latency"]["1"]["p50_ms"] == timed["compressed.int8"]["1"]["p50_ms"]
+    assert (tiny_run / "charts" / "latency.png").is_file()
