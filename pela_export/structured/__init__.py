@@ -1,0 +1,10 @@
+"""Beyond plain U·V: MPO with shared central tensors, structured unrestricted-rank
+adapters and kernelized sparse deltas, each a registered layer type with honest
+parameter accounting and a deployable (ONNX-friendly) lowering."""
+from __future__ import annotations
+
+from .base import (LAYER_TYPES, LOWERINGS, LoweringUnavailable, ParamCounts, StructuredLinear, count_unique,
+                   dense_linear, model_param_counts, register_layer_type)
+
+__all__ = ["LAYER_TYPES", "LOWERINGS", "LoweringUnavailable", "ParamCounts", "StructuredLinear", "count_unique",
+           "dense_linear", "model_param_counts", "register_layer_type"]
