@@ -1,4 +1,4 @@
-"""The device path never imports torch: a subprocess with torch made unimportable loads, verifies, runs and
+"""The device path never imports torch (nor onnx, rich, scikit-learn, matplotlib): a subprocess with them made unimportable loads, verifies, runs and
 benchmarks a real bundle through the runtime, the API and the CLI."""
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 
 SCRIPT = textwrap.dedent(r"""
     import json, sys
-    sys.modules["torch"] = None          # `import torch` now raises ImportError
-    sys.modules["timm"] = None
+    # `import torch` etc. now raise ImportError: the device needs numpy + onnxruntime (or TensorRT) only
+    for mod in ("torch", "timm", "onnx", "onnxscript", "onnxsim", "onnxslim", "rich", "sklearn", "matplotlib",
+                "torchvision", "transformers", "PIL"):
+        sys.modules[mod] = None
     bundle, out = sys.argv[1], sys.argv[2]
 
     import pela_export.runtime as rt
