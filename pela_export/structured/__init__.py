@@ -6,5 +6,9 @@ from __future__ import annotations
 from .base import (LAYER_TYPES, LOWERINGS, LoweringUnavailable, ParamCounts, StructuredLinear, count_unique,
                    dense_linear, model_param_counts, register_layer_type)
 
-__all__ = ["LAYER_TYPES", "LOWERINGS", "LoweringUnavailable", "ParamCounts", "StructuredLinear", "count_unique",
+# importing the layer modules registers their types in LAYER_TYPES
+from . import adapters, mpo, snell  # noqa: E402,F401
+from .sparsity import allocate_sparsity  # noqa: E402
+
+__all__ = ["allocate_sparsity", "LAYER_TYPES", "LOWERINGS", "LoweringUnavailable", "ParamCounts", "StructuredLinear", "count_unique",
            "dense_linear", "model_param_counts", "register_layer_type"]
