@@ -68,6 +68,10 @@ EXAMPLES = {
     "inspect": """
         pela-export inspect timm:deit_small_patch16_224 --ratio 3   # ranks and parameters a compression would give
         pela-export inspect pela-out/digits-vit/compressed.onnx      # parameters, ops, factor pairs of an ONNX file
+        pela-export inspect out/mpo/                                  # a saved structured model (structured.json inside)
+        pela-export inspect default:fashion-mnist --structure-spec out/mpo/structured.json --remeasure
+      a structured model is recognised from --structure-spec, a directory or .json holding structured.json, or a
+      --checkpoint whose sibling structured.json names it; it lists each layer's type, parameters and lowering choice
     """,
 }
 
@@ -109,6 +113,14 @@ def _workstation_commands(subs: argparse._SubParsersAction) -> None:
                         epilog="examples:\n" + textwrap.dedent(EXAMPLES["inspect"]).rstrip())
     A.add_model_args(p)
     A.add_compress_args(p)
+    g = p.add_argument_group("structured models (MPO, structured adapters, SNELL)")
+    g.add_argument("--structure-spec", metavar="FILE",
+                   help="structured.json of a saved structured model (weights: --checkpoint, else the file it names); "
+                        "found automatically next to --checkpoint or inside a directory given as MODEL")
+    g.add_argument("--tokens", type=int, help="tokens per sample the structured layers see, for measuring their "
+                                              "lowering (default: from the model's config)")
+    g.add_argument("--remeasure", action="store_true",
+                   help="measure the lowering now even when the spec records a plan")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(command="inspect")
     _sub(subs, "package", "deployment bundle (ONNX variants, golden outputs, deploy.json, SHA256SUMS) and its .tar.gz "
@@ -210,7 +222,8 @@ def _dispatch(ns: argparse.Namespace) -> int:
     if ns.command == "inspect":
         print(api.inspect(ns.model, checkpoint=ns.checkpoint, input_shape=ns.input_shape, ratio=ns.ratio,
                           method=ns.method, rank_policy=ns.rank_policy, align=ns.align, include=ns.include,
-                          exclude=ns.exclude))
+                          exclude=ns.exclude, structure_spec=ns.structure_spec, tokens=ns.tokens,
+                          remeasure=ns.remeasure))
         return 0
     cfg = A.config_from_args(ns)
     stage = {"run": api.run, "compress": api.compress, "export": api.export, "bench": api.bench,

@@ -50,10 +50,17 @@ def inspect_onnx(path: Path) -> str:
 
 def inspect(target: str | None, *, checkpoint: str | None = None, input_shape: tuple[int, ...] | None = None,
             ratio: float = 2.0, method: str = "svd", rank_policy: str = "ratio", align: int | None = None,
-            include: list[str] | None = None, exclude: list[str] | None = None) -> str:
-    """Summary text: for ``*.onnx`` the graph's parameters and factor pairs; else the rank table a compression gives."""
+            include: list[str] | None = None, exclude: list[str] | None = None, structure_spec: str | None = None,
+            tokens: int | None = None, remeasure: bool = False) -> str:
+    """Summary text: for ``*.onnx`` the graph's parameters and factor pairs; for a saved structured model its
+    layer types, parameters and lowering choices; else the rank table a compression gives."""
     if target and target.endswith(".onnx"):
         return inspect_onnx(Path(target))
+    from ..structured.inspect import find_structured, inspect_structured
+
+    found = find_structured(target, checkpoint, structure_spec)
+    if found is not None:
+        return inspect_structured(*found, input_shape=input_shape, tokens=tokens, measure=remeasure)
     loaded = resolve_model(target, checkpoint, input_shape)
     already = sum(isinstance(m, LowRankLinear) for m in loaded.model.modules())
     res = factorize_model(loaded.model, ratio=ratio, method=method, rank_policy=rank_policy, align=align,

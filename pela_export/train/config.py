@@ -11,7 +11,8 @@ from typing import Any
 
 from ..errors import OptionError
 
-SCOPES: tuple[str, ...] = ("factors", "all")
+#: "trainable" keeps the caller's requires_grad flags (used for structured layers with frozen bases).
+SCOPES: tuple[str, ...] = ("factors", "all", "trainable")
 
 #: Fields that cannot change the trained weights, so they may differ on resume.
 RUN_ONLY_FIELDS: frozenset[str] = frozenset({"resume", "progress", "checkpoint_dir"})

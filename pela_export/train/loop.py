@@ -58,6 +58,12 @@ class TrainResult:
 
 def _set_scope(student: nn.Module, scope: str) -> list[nn.Parameter]:
     """Mark trainable parameters for ``scope``; returns them. Callers restore ``requires_grad`` afterwards."""
+    if scope == "trainable":  # exactly what the caller marked (structured layers freeze their own bases)
+        params = [p for p in student.parameters() if p.requires_grad]
+        if not params:
+            raise OptionError("no parameter of the student requires grad, so scope 'trainable' would train nothing",
+                              fix="mark the parameters to train with requires_grad_(True), or use scope 'all'")
+        return params
     factors = [m for m in student.modules() if isinstance(m, LowRankLinear)]
     if scope == "factors":
         if not factors:

@@ -80,12 +80,27 @@ def _dense_weight(module: nn.Module) -> torch.Tensor:
     return module.weight_product if isinstance(module, LowRankLinear) else module.weight  # type: ignore[return-value]
 
 
-def factor_pairs(student: nn.Module, teacher: nn.Module) -> list[tuple[str, LowRankLinear, torch.Tensor]]:
-    """(name, student LowRankLinear, teacher dense weight) for every factorized layer of ``student``."""
+def _student_weight(module: nn.Module) -> torch.Tensor:
+    """The dense matrix a compressed layer applies: U·V, or a structured layer's effective weight."""
+    if isinstance(module, LowRankLinear):
+        return module.weight_product
+    return module.effective_weight()  # type: ignore[operator]
+
+
+def factor_pairs(student: nn.Module, teacher: nn.Module) -> list[tuple[str, nn.Module, torch.Tensor]]:
+    """(name, student layer, teacher dense weight) for every factorized or structured layer of ``student``.
+
+    A low-rank base inside a structured layer (an adapter's frozen U·V) is covered by its
+    outer layer, whose effective weight includes it, so it is not paired on its own.
+    """
+    from ..structured.base import StructuredLinear  # lazy: structured/ may import pela_export.train
+
     pairs = []
+    outer: list[str] = []
     for name, module in student.named_modules():
-        if not isinstance(module, LowRankLinear):
+        if not isinstance(module, (LowRankLinear, StructuredLinear)) or any(name.startswith(o + ".") for o in outer):
             continue
+        outer.append(name)
         try:
             ref = teacher.get_submodule(name)
         except AttributeError:
@@ -100,11 +115,11 @@ def factor_pairs(student: nn.Module, teacher: nn.Module) -> list[tuple[str, LowR
     return pairs
 
 
-def weight_perturbation(pairs: Sequence[tuple[str, LowRankLinear, torch.Tensor]], eps: float) -> torch.Tensor:
-    """Mean over layers of relu(max|U·V − W| − ε)²; 0 when there are no factorized layers."""
+def weight_perturbation(pairs: Sequence[tuple[str, nn.Module, torch.Tensor]], eps: float) -> torch.Tensor:
+    """Mean over layers of relu(max|U·V − W| − ε)² (effective weight for structured layers); 0 without layers."""
     if not pairs:
         return torch.zeros(())
-    terms = [torch.relu((m.weight_product.float() - w.float()).abs().max() - eps) ** 2 for _, m, w in pairs]
+    terms = [torch.relu((_student_weight(m).float() - w.float()).abs().max() - eps) ** 2 for _, m, w in pairs]
     return torch.stack(terms).mean()
 
 
