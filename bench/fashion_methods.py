@@ -31,6 +31,7 @@ import torch
 
 from pela_export.bench import environment_info
 from pela_export.data import adapt_images, load_dataset
+from pela_export.data.subset import model_split
 from pela_export.lowrank import factorize_model
 from pela_export.lowrank.probes import PROBES
 from pela_export.lowrank.select import select_linears
@@ -43,13 +44,8 @@ Scores = dict[str, float]
 METHODS = ("svd", "fwsvd", "asvd", "whiten")
 
 
-def _data(loaded, split: str, n: int | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    ds = load_dataset("fashion-mnist")
-    x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
-    if n is not None and n < len(x):
-        idx = np.random.default_rng(seed).permutation(len(x))[:n]
-        x, y = x[idx], y[idx]
-    return adapt_images(x, loaded.input_shape, loaded.preprocessing).astype(np.float32), y.astype(np.int64)
+def _data(loaded, split: str, n: int | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    return model_split("fashion-mnist", loaded, split, n, seed)
 
 
 def _scorer(model: torch.nn.Module, x: np.ndarray, y: np.ndarray):

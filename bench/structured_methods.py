@@ -40,7 +40,7 @@ from torch import nn
 
 from pela_export.bench import LatencyStats, collect_logits_onnx, environment_info
 from pela_export.bench._ort import make_session
-from pela_export.data import adapt_images, load_dataset
+from pela_export.data.subset import model_split
 from pela_export.lowrank import factorize_model
 from pela_export.models.default import load_default_model
 from pela_export.structured.accounting import account, export_deployed
@@ -55,13 +55,8 @@ METHODS = ("svd", "mpo", "mpo-shared", "circulant", "toeplitz", "kronecker", "ld
 ADAPTERS = ("circulant", "toeplitz", "kronecker", "ldr", "snell")
 
 
-def _data(loaded: Any, split: str, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    ds = load_dataset("fashion-mnist")
-    x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
-    if n is not None and n < len(x):
-        idx = np.random.default_rng(seed).permutation(len(x))[:n]
-        x, y = x[idx], y[idx]
-    return adapt_images(x, loaded.input_shape, loaded.preprocessing).astype(np.float32), y.astype(np.int64)
+def _data(loaded, split: str, n: int | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    return model_split("fashion-mnist", loaded, split, n, seed)
 
 
 def _mpo_bond(model: nn.Module, budget: int, cores: int) -> int:
