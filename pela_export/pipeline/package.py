@@ -43,11 +43,14 @@ BUNDLE_DIR = "bundle"
 ARCHIVE_NAME = "bundle.tar.gz"
 GOLDEN_BATCH = 4
 #: (atol as a fraction of the largest |golden output|, rtol) for the reduced precisions; fp32 uses ctx.tolerance.
-GOLDEN_RELATIVE_TOLERANCE = {"fp16": (1e-2, 1e-2), "int8": (5e-2, 5e-2)}
+#: (atol as a fraction of max|golden|, rtol) per precision. FP32 is not bit-exact on the device either:
+#: TensorRT runs FP32 layers in TF32 by default on Ampere and newer (Jetson Orin, Thor), ~1e-3 relative per op.
+GOLDEN_RELATIVE_TOLERANCE = {"fp32": (2e-3, 1e-2), "fp16": (1e-2, 1e-2), "int8": (5e-2, 5e-2)}
 GOLDEN_POLICY = ("golden outputs are ONNX Runtime (CPU) outputs of each variant on the golden inputs; the device passes "
-                 "when |device - golden| <= atol + rtol*|golden| per element. fp32: the model's tolerance; "
+                 "when |device - golden| <= atol + rtol*|golden| per element, at least the model's own tolerance; "
                  + "; ".join(f"{p}: atol {a:g} x max|golden|, rtol {r:g}" for p, (a, r) in GOLDEN_RELATIVE_TOLERANCE.items())
-                 + " (device FP16/INT8 kernels round differently from ONNX Runtime's)")
+                 + " (TensorRT computes FP32 layers in TF32 by default on Ampere and newer; device FP16/INT8 kernels "
+                   "round differently from ONNX Runtime's)")
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
              "tensor(bool)": np.bool_}
@@ -89,13 +92,13 @@ def _golden(ctx: Context, src: Path, precision: str, x: dict[str, np.ndarray]) -
 
 
 def _tolerance(ctx: Context, precision: str, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    model = ctx.tolerance
     if precision not in GOLDEN_RELATIVE_TOLERANCE:
-        tol = ctx.tolerance
-        return {"atol": float(tol.atol), "rtol": float(tol.rtol)}
+        return {"atol": float(model.atol), "rtol": float(model.rtol)}
     frac, rtol = GOLDEN_RELATIVE_TOLERANCE[precision]
     finite = [np.abs(v[np.isfinite(v)]).max() for v in outputs.values() if np.isfinite(v).any()]
     scale = float(max(finite)) if finite and max(finite) > 0 else 1.0
-    return {"atol": float(f"{frac * scale:.3g}"), "rtol": rtol}
+    return {"atol": max(float(f"{frac * scale:.3g}"), float(model.atol)), "rtol": max(rtol, float(model.rtol))}
 
 
 def _copy_onnx(src: Path, dst: Path) -> None:
