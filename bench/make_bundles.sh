@@ -4,10 +4,11 @@
 # fallback, said so in the reports), merge workstation and device reports, and copy the small files (reports,
 # charts, deploy.json, SHA256SUMS — not the ONNX files or tarballs) to bench/results/bundles/<model>/.
 #
-#   bash bench/make_bundles.sh [WORK_DIR]          # ~25 min on 2 CPU cores (deit dominates)
+#   bash bench/make_bundles.sh [WORK_DIR] [digits|deit|all]   # ~25 min on 2 CPU cores (deit dominates)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-$(mktemp -d)}"
+which="${2:-all}"
 dest=bench/results/bundles
 runs="${RUNS:-30}"
 
@@ -27,6 +28,6 @@ one() {  # name, then the model argument(s) of `pela-export run`
   du -sh "$dest/$name"
 }
 
-one digits-vit
-one deit_small_patch16_224 timm:deit_small_patch16_224
+if [ "$which" = all ] || [ "$which" = digits ]; then one digits-vit; fi
+if [ "$which" = all ] || [ "$which" = deit ]; then one deit_small_patch16_224 timm:deit_small_patch16_224; fi
 echo "work files (ONNX, bundles) left in $work"
