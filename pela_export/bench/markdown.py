@@ -100,13 +100,15 @@ def _accuracy(acc: Mapping[str, Any] | None) -> list[str]:
 
 
 def _layers(comp: Mapping[str, Any]) -> list[str]:
-    lines = ["## Per-layer ranks", ""]
     layers = comp.get("layers") or []
+    structured = any(row.get("status") == "structured" for row in layers)  # --structure: no ranks, a layer type
+    lines = ["## Per-layer structure" if structured else "## Per-layer ranks", ""]
     if not layers:
         return lines + ["_No layers were factorised._", ""]
     rows = [[f"`{_esc(row.get('name', '?'))}`", fmt(row.get("shape"), "shape"), fmt(row.get("rank")),
              f"{fmt(row.get('params_before'))} → {fmt(row.get('params_after'))}", fmt(row.get("rel_error")),
-             _esc(row.get("reason", "") if row.get("status", "factorized") == "factorized" else f"skipped: {row.get('reason', '')}")]
+             _esc(row.get("reason", "") if row.get("status", "factorized") in ("factorized", "structured")
+                  else f"skipped: {row.get('reason', '')}")]
             for row in layers]
     totals = comp.get("totals") or {}
     if totals:
@@ -197,6 +199,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     # the section modules build on this module's helpers, so they are imported here, not at the top
     from .markdown_precision import charts_section, precision_section, tensorrt_section
     from .markdown_stages import export_section, verification_section
+    from .markdown_structured import structured_section
 
     lines = _header(report)
     lines += _comparison(report)
@@ -205,6 +208,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += tensorrt_section(report)
     lines += charts_section(report)
     lines += _layers(report.get("compression") or {})
+    lines += structured_section(report)
     lines += export_section(report.get("export"))
     lines += verification_section(report.get("verification"))
     lines += _choices(report.get("automatic_choices") or [])

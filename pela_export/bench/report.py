@@ -37,11 +37,11 @@ VARIANTS = ("original", "compressed")
 BACKENDS = ("onnxruntime", "torch_eager")
 
 #: Top-level keys in the order they are written.
-REPORT_KEYS = ("schema_version", "tool", "model", "settings", "compression", "export", "verification",
+REPORT_KEYS = ("schema_version", "tool", "model", "settings", "compression", "structured", "export", "verification",
                "benchmarks", "comparison", "accuracy", "precision", "build", "charts", "automatic_choices",
                "environment", "artifacts")
 #: Keys a report may lack (older reports, skipped stages) or hold as null; an object when set.
-OPTIONAL_OBJECT_KEYS = ("precision", "build", "charts")
+OPTIONAL_OBJECT_KEYS = ("precision", "build", "charts", "structured")
 #: Keys whose absence makes a report unusable (``accuracy`` may be null but must exist).
 REQUIRED_KEYS = ("schema_version", "tool", "model", "compression", "export", "verification",
                  "benchmarks", "comparison", "accuracy", "automatic_choices", "environment")
@@ -243,7 +243,8 @@ def build_report(*, model: Mapping[str, Any], compression: Mapping[str, Any], ex
                  accuracy: Mapping[str, Any] | None = None, automatic_choices: Sequence[str] = (),
                  environment: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None,
                  artifacts: Mapping[str, Any] | None = None, precision: Mapping[str, Any] | None = None,
-                 build: Mapping[str, Any] | None = None, charts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 build: Mapping[str, Any] | None = None, charts: Mapping[str, Any] | None = None,
+                 structured: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the report dict (validated) from each stage's results.
 
     ``model`` is ``LoadedModel.describe()``; ``compression`` holds ``ratio``,
@@ -251,7 +252,8 @@ def build_report(*, model: Mapping[str, Any], compression: Mapping[str, Any], ex
     rel_error) and ``totals``; ``benchmarks`` has "original" and "compressed".
     ``environment`` defaults to :func:`environment_info` now. ``precision`` and
     ``build`` are the condensed stage records (:mod:`.stage_summary`), None when
-    the stage did not run; ``charts`` is the :mod:`.charts` record.
+    the stage did not run; ``charts`` is the :mod:`.charts` record; ``structured`` the
+    :func:`~.markdown_structured.summarize_structured` object of a ``--structure`` run.
     """
     missing = [v for v in VARIANTS if v not in benchmarks]
     if missing:
@@ -268,6 +270,7 @@ def build_report(*, model: Mapping[str, Any], compression: Mapping[str, Any], ex
         "model": to_plain(model),
         "settings": to_plain(settings) or {},
         "compression": comp,
+        "structured": to_plain(structured),
         "export": to_plain(export) or {},
         "verification": to_plain(verification) or {},
         "benchmarks": bench,

@@ -40,14 +40,42 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
-def add_compress_args(p: argparse.ArgumentParser) -> None:
+def add_compress_args(p: argparse.ArgumentParser, structure: bool = True) -> None:
     g = p.add_argument_group("compression")
-    g.add_argument("--ratio", type=float, default=2.0, help="PELA compression ratio k > 1: r = in*out // (k*(in+out)) (default 2)")
+    g.add_argument("--ratio", type=float, default=None, help="PELA compression ratio k > 1: r = in*out // (k*(in+out)) "
+                                                             "(default 2; also the rank of an adapter's low-rank base)")
     g.add_argument("--method", choices=DECOMPOSITIONS.names(), default="svd", help="decomposition (default svd)")
     g.add_argument("--rank-policy", choices=RANK_ALLOCATORS.names(), default="ratio", help="rank allocation (default ratio)")
     g.add_argument("--align", type=int, default=None, help="round ranks down to a multiple (e.g. 8 for tensor cores)")
     g.add_argument("--include", action="append", metavar="GLOB", help="layer-name globs to factorize (repeatable; default: attention and MLP linears)")
     g.add_argument("--exclude", action="append", metavar="GLOB", help="layer-name globs to keep dense (repeatable; default: patch embed, norms, head)")
+    if structure:
+        add_structure_args(g)
+
+
+def add_structure_args(g: argparse._ArgumentGroup) -> None:
+    """Registered layer types of the compression stage (MPO, structured adapters, SNELL) and their lowering."""
+    from ..structured import LAYER_TYPES
+    from ..structured.base import LOWERINGS
+
+    g.add_argument("--structure", choices=LAYER_TYPES.names(), default=None, metavar="KIND",
+                   help=f"structured layer type instead of plain low-rank: {', '.join(LAYER_TYPES.names())} "
+                        "(default: none, plain U·V)")
+    g.add_argument("--structure-opt", action="append", metavar="KEY=VALUE",
+                   help="hyper-parameter of the --structure constructor (repeatable), e.g. cores=3, bond_dim=8, "
+                        "block=16, factors=4,8, rank=8, density=0.1; values parse as int/float/bool/none/list")
+    g.add_argument("--structure-base", choices=("dense", "lowrank"), default=None,
+                   help="adapters/snell: the frozen base under the delta (default lowrank: plain SVD at --ratio)")
+    g.add_argument("--share-central", action="store_true",
+                   help="mpo: share the central core of matching projections across blocks (one tensor)")
+    g.add_argument("--lowering", default="auto", metavar="FORM",
+                   help=f"how structured layers are deployed: auto (fastest measured per layer on ONNX Runtime, "
+                        f"default), {', '.join(LOWERINGS)} (or lowrank:R)")
+    g.add_argument("--lowering-override", action="append", metavar="GLOB=FORM",
+                   help="deployment form for the structured layers matching GLOB (repeatable, first match wins), "
+                        "e.g. '*fc1=dense'")
+    g.add_argument("--allow-dft", action="store_true",
+                   help="allow FFT/DFT ops in the exported graph (TensorRT <= 10 cannot parse them; default: refused)")
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -66,7 +94,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lam", type=float, default=0.1, help="weight of the weight-perturbation term (default 0.1)")
     g.add_argument("--eps", type=float, default=0.0, help="free margin of the weight-perturbation term (default 0)")
     g.add_argument("--train-scope", choices=("factors", "all"), default="factors",
-                   help="train only the low-rank factors (PELA, default) or the whole student")
+                   help="train only the low-rank factors (PELA, default; with --structure: the structured layers' "
+                        "own trainable parameters, an adapter's base stays frozen) or the whole student")
     g.add_argument("--distill-blocks", help="comma-separated globs of the blocks to distil (default: found automatically)")
     g.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted training run from <out>/train/")
@@ -190,14 +219,25 @@ def add_skip_args(p: argparse.ArgumentParser) -> None:
                    help=f"skip a stage and reuse its saved artifacts (repeatable): {', '.join(STAGES)}")
 
 
+def _structure_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
+    from ..pipeline.structured_options import parse_key_values
+
+    get = lambda name, default=None: getattr(ns, name, default)  # noqa: E731
+    return {"structure": get("structure"), "structure_opts": parse_key_values(get("structure_opt") or [], "--structure-opt"),
+            "structure_base": get("structure_base"), "share_central": bool(get("share_central", False)),
+            "lowering": get("lowering", "auto"), "allow_dft": bool(get("allow_dft", False)),
+            "lowering_overrides": parse_key_values(get("lowering_override") or [], "--lowering-override", parse=False)}
+
+
 def config_from_args(ns: argparse.Namespace) -> RunConfig:
     """Map parsed arguments to a :class:`RunConfig` (absent groups keep defaults)."""
     get = lambda name, default=None: getattr(ns, name, default)  # noqa: E731
     eval_samples = get("eval_samples", 2000)
     return RunConfig(
         model=get("model"), checkpoint=get("checkpoint"), input_shape=get("input_shape"), out=get("out"),
-        device=get("device", "cpu"), ratio=get("ratio", 2.0), method=get("method", "svd"),
+        device=get("device", "cpu"), ratio=get("ratio"), method=get("method", "svd"),
         rank_policy=get("rank_policy", "ratio"), align=get("align"), include=get("include"), exclude=get("exclude"),
+        **_structure_kwargs(ns),
         opset=get("opset", 17), exporter="legacy" if get("legacy_exporter") else "dynamo",
         exporter_fallback=bool(get("exporter_fallback", False)),
         dynamic_batch=not get("static_shapes", False), simplifier=get("simplifier", "onnxsim"),
@@ -213,3 +253,22 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
         trt_version=get("trt_version"), trt=_trt_config(ns),
         skip=tuple(get("skip", ()) or ()), progress=not get("no_progress", False),
     )
+
+
+def structure_spec_of(out: str | None, structure_spec: str | None) -> str | None:
+    """``inspect --out DIR``: the structured.json of that run (an error if it holds none)."""
+    if out is None:
+        return structure_spec
+    from pathlib import Path
+
+    from ..errors import ArtifactError, OptionError
+
+    if structure_spec is not None:
+        raise OptionError("inspect got both --out and --structure-spec", fix="pass one of them")
+    spec = Path(out) / "structured.json"
+    if not spec.is_file():
+        raise ArtifactError(f"{out} holds no saved structured model (no structured.json)",
+                            fix=f"run with --structure KIND into that directory first; for a plain low-rank run "
+                                f"inspect its ONNX: pela-export inspect {Path(out) / 'compressed.sim.onnx'}",
+                            where=str(out))
+    return str(spec)

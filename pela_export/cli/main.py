@@ -24,6 +24,8 @@ EXAMPLES = {
         pela-export run default:fashion-mnist --data fashion-mnist
         pela-export run --skip compress --skip export    # re-verify/re-bench from saved artifacts
         pela-export run --precision fp16,int8 --calib-method percentile --int8-keep-worst 2
+        pela-export run timm:deit_small_patch16_224 --structure mpo --structure-opt bond_dim=16 --share-central
+        pela-export run default:fashion-mnist --structure kronecker --lowering structured --lowering-override '*fc2=dense'
     """,
     "compress": """
         pela-export compress                              # factorize the embedded default at k=2
@@ -31,6 +33,8 @@ EXAMPLES = {
         pela-export compress mypkg.models:build --checkpoint w.pt --input-shape 3,64,64
         pela-export compress --ratio 4 --train --epochs 10          # PELA training: distil from the frozen original
         pela-export compress --ratio 3 --method whiten --calib-samples 512
+        pela-export compress default:fashion-mnist --structure snell --structure-opt density=0.1 --train --epochs 1
+        pela-export compress --structure circulant --structure-base dense   # adapter on the dense weights (default: SVD base at --ratio)
     """,
     "export": """
         pela-export export                                # ONNX of original + compressed, simplified and verified
@@ -69,6 +73,7 @@ EXAMPLES = {
         pela-export inspect timm:deit_small_patch16_224 --ratio 3   # ranks and parameters a compression would give
         pela-export inspect pela-out/digits-vit/compressed.onnx      # parameters, ops, factor pairs of an ONNX file
         pela-export inspect out/mpo/                                  # a saved structured model (structured.json inside)
+        pela-export inspect --out pela-out/deit_small_patch16_224     # the same for a `run --structure ...` output dir
         pela-export inspect default:fashion-mnist --structure-spec out/mpo/structured.json --remeasure
       a structured model is recognised from --structure-spec, a directory or .json holding structured.json, or a
       --checkpoint whose sibling structured.json names it; it lists each layer's type, parameters and lowering choice
@@ -112,8 +117,10 @@ def _workstation_commands(subs: argparse._SubParsersAction) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog="examples:\n" + textwrap.dedent(EXAMPLES["inspect"]).rstrip())
     A.add_model_args(p)
-    A.add_compress_args(p)
+    A.add_compress_args(p, structure=False)
     g = p.add_argument_group("structured models (MPO, structured adapters, SNELL)")
+    g.add_argument("--out", metavar="DIR", help="output directory of a `run`/`compress --structure` run: inspect the "
+                                                "structured model saved there (same as passing DIR as MODEL)")
     g.add_argument("--structure-spec", metavar="FILE",
                    help="structured.json of a saved structured model (weights: --checkpoint, else the file it names); "
                         "found automatically next to --checkpoint or inside a directory given as MODEL")
@@ -220,9 +227,10 @@ def _dispatch(ns: argparse.Namespace) -> int:
     from . import args as A
 
     if ns.command == "inspect":
-        print(api.inspect(ns.model, checkpoint=ns.checkpoint, input_shape=ns.input_shape, ratio=ns.ratio,
-                          method=ns.method, rank_policy=ns.rank_policy, align=ns.align, include=ns.include,
-                          exclude=ns.exclude, structure_spec=ns.structure_spec, tokens=ns.tokens,
+        print(api.inspect(ns.model, checkpoint=ns.checkpoint, input_shape=ns.input_shape,
+                          ratio=2.0 if ns.ratio is None else ns.ratio, method=ns.method, rank_policy=ns.rank_policy,
+                          align=ns.align, include=ns.include, exclude=ns.exclude,
+                          structure_spec=A.structure_spec_of(ns.out, ns.structure_spec), tokens=ns.tokens,
                           remeasure=ns.remeasure))
         return 0
     cfg = A.config_from_args(ns)

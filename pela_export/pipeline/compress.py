@@ -1,4 +1,5 @@
-"""Stage 1: model → factorized model, saved as checkpoint + spec + rank table."""
+"""Stage 1: model → factorized model, saved as checkpoint + spec + rank table
+(``--structure KIND``: a structured model instead, see :mod:`.compress_structured`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -13,6 +14,10 @@ from .dataaware import data_aware_kwargs
 def compress_stage(ctx: Context) -> dict[str, Any]:
     """Factorize, save (atomically) and record; returns the stage record."""
     cfg = ctx.cfg
+    if cfg.structure is not None:
+        from .compress_structured import structured_compress_stage
+
+        return structured_compress_stage(ctx)
     log(f"compressing {ctx.loaded.name}: method={cfg.method}, rank policy={cfg.rank_policy}, k={cfg.ratio:g}"
         + (f", align={cfg.align}" if cfg.align else ""))
     extra, calibration = data_aware_kwargs(ctx)
@@ -34,6 +39,9 @@ def compress_stage(ctx: Context) -> dict[str, Any]:
     source = {"model": ctx.loaded.source, "checkpoint": cfg.checkpoint, "input_shape": list(ctx.loaded.input_shape),
               "trained": training is not None}
     save_compressed(result, ctx.artifacts.compressed_ckpt, ctx.artifacts.lowrank_spec, source=source)
+    from .structured_saved import drop_stale
+
+    drop_stale(ctx, keep="lowrank")
     table = format_rank_table(result)
     write_text_atomic(ctx.artifacts.rank_table, f"# Ranks: {ctx.loaded.name} (k={cfg.ratio:g})\n\n{table}\n")
     print(table)

@@ -25,13 +25,21 @@ class RunConfig:
     input_shape: tuple[int, ...] | None = None
     out: str | None = None
     device: str = "cpu"
-    # compression
-    ratio: float = 2.0
+    # compression (ratio None: 2.0; a ratio given explicitly must be used by the chosen structure)
+    ratio: float | None = None
     method: str = "svd"
     rank_policy: str = "ratio"
     align: int | None = None
     include: list[str] | None = None
     exclude: list[str] | None = None
+    # structured layer types (pela_export.structured; None = plain low-rank) and their deployment lowering
+    structure: str | None = None
+    structure_opts: dict[str, Any] | None = None
+    structure_base: str | None = None  # adapters/snell: None = lowrank (recorded as an automatic choice)
+    share_central: bool = False
+    lowering: str = "auto"
+    lowering_overrides: dict[str, str] | None = None
+    allow_dft: bool = False
     # export
     opset: int = 17
     exporter: str = "dynamo"
@@ -76,6 +84,9 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        self.ratio_given = self.ratio is not None
+        if self.ratio is None:
+            self.ratio = 2.0
         unknown = [s for s in self.skip if s not in STAGES]
         if unknown:
             raise OptionError(f"unknown stage(s) to skip: {', '.join(unknown)}",
@@ -103,6 +114,9 @@ class RunConfig:
                 raise OptionError(f"{flag} is only used with {when}, which this run does not select",
                                   fix=f"add {when}, or drop {flag}")
         self._check_precision_options()
+        from .structured_options import check_structured_options
+
+        check_structured_options(self)
         if self.rank_policy == "sensitivity":
             from ..lowrank.probes import PROBES
 
@@ -163,6 +177,16 @@ class Artifacts:
     @property
     def rank_table(self) -> Path:
         return self.root / "ranks.md"
+
+    @property
+    def structured_ckpt(self) -> Path:
+        """State dict of a structured model (``--structure``); see :mod:`pela_export.structured.saved`."""
+        return self.root / "structured.pt"
+
+    @property
+    def structured_spec(self) -> Path:
+        """Layer kinds, configs, shared tensors, the run's options and (after export) the lowering plan."""
+        return self.root / "structured.json"
 
     def onnx(self, variant: str, simplified: bool = False) -> Path:
         return self.root / f"{variant}{'.sim' if simplified else ''}.onnx"

@@ -77,9 +77,21 @@ class Context:
 
     def compressed(self) -> nn.Module:
         """The compressed model, rebuilt from the saved checkpoint (cached for this run)."""
+        if self._compressed is None and self.cfg.structure is not None:
+            from .structured_saved import load_run_structured
+
+            self._compressed = load_run_structured(self).eval()
         if self._compressed is None:
             from ..lowrank import load_compressed, read_spec
 
+            if not self.artifacts.lowrank_spec.is_file() and self.artifacts.structured_spec.is_file():
+                from .structured_saved import saved_kind
+
+                kind = saved_kind(self.artifacts.structured_spec)
+                raise ArtifactError(f"{self.artifacts.root} holds a structured model (--structure {kind}), "
+                                    "but this run asks for plain low-rank compression",
+                                    fix=f"pass --structure {kind} (and its options) to reuse it, or re-run the "
+                                        "compress stage (drop --skip compress)")
             spec = read_spec(self.artifacts.lowrank_spec)
             check_spec_matches(spec, self.cfg, self.loaded)
             model, _ = load_compressed(copy.deepcopy(self.loaded.model), self.artifacts.compressed_ckpt,

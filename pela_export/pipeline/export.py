@@ -27,12 +27,18 @@ def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> di
     """Write ``<variant>.onnx`` (+ ``<variant>.sim.onnx``), verify each, and record the final files."""
     cfg, loaded, arts = ctx.cfg, ctx.loaded, ctx.artifacts
     models = {"original": ctx.original(), "compressed": ctx.compressed()}
+    exported = dict(models)  # what is traced: a --structure model in its planned deployable forms
+    structured: dict[str, Any] | None = None
+    if cfg.structure is not None:
+        from .export_structured import lower_for_export
+
+        exported["compressed"], structured = lower_for_export(ctx, models["compressed"])
     example = loaded.dummy_input(2 if cfg.dynamic_batch else 1)
     exports: dict[str, Any] = {}
     simplified: dict[str, Any] = {}
     raw: dict[str, str] = {}
     final: dict[str, str] = {}
-    for variant, model in models.items():
+    for variant, model in exported.items():
         log(f"exporting {variant} to ONNX (opset {cfg.opset}, {cfg.exporter} exporter, "
             f"{'dynamic batch' if cfg.dynamic_batch else 'static shapes'})")
         res = export_onnx(model, example, arts.onnx(variant), input_name=loaded.input_name,
@@ -53,19 +59,35 @@ def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> di
                 ctx.note(f"{variant} simplify: {w}")
             simplified[variant] = sres.to_dict()
             final[variant] = str(sres.dst)
+    if structured is not None:
+        from .export_structured import check_dft, deployed_params, param_check_notes
+
+        check_dft(ctx, [raw["compressed"], final["compressed"]], structured)
+        structured["deployed_params"] = deployed_params(final["compressed"])
+        structured["deployed_onnx"] = final["compressed"]
     verification: dict[str, Any] = {}
     if verify:
-        verification = verify_files(ctx, models, {v: [raw[v]] + ([final[v]] if final[v] != raw[v] else []) for v in models})
+        notes = {"compressed": param_check_notes(structured, exported["compressed"])} if structured else None
+        verification = verify_files(ctx, models, {v: [raw[v]] + ([final[v]] if final[v] != raw[v] else []) for v in models},
+                                    param_models=exported, notes=notes)
     else:
         ctx.note("verification skipped on request (--skip verify): ONNX outputs were not compared with PyTorch")
     record = {"export": {"exports": exports, "simplify": simplified}, "verification": verification,
-              "raw_onnx": raw, "final_onnx": final}
+              "raw_onnx": raw, "final_onnx": final, "structured": structured}
     ctx.save_record("export", record)
     return record
 
 
-def verify_files(ctx: Context, models: dict[str, Any], files: dict[str, list[str]]) -> dict[str, Any]:
-    """Compare every ONNX file with its PyTorch model and check weights; raise once, listing all failures."""
+def verify_files(ctx: Context, models: dict[str, Any], files: dict[str, list[str]], *,
+                 param_models: dict[str, Any] | None = None,
+                 notes: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Compare every ONNX file with its PyTorch model and check weights; raise once, listing all failures.
+
+    ``param_models`` (default ``models``) are the models whose weights the graphs should hold: for a
+    structured model the lowered one, while outputs are compared with the un-lowered module;
+    ``notes`` per variant say why (stored with each file's result).
+    """
+    param_models = param_models or models
     loaded = ctx.loaded
     batch_sizes = (1, 4) if ctx.cfg.dynamic_batch else (1,)
     inputs = make_verification_inputs(loaded, real=_real_inputs(ctx), batch_sizes=batch_sizes)
@@ -77,13 +99,15 @@ def verify_files(ctx: Context, models: dict[str, Any], files: dict[str, list[str
             vres = verify_onnx(models[variant], path, inputs, ctx.tolerance, loaded.input_name, loaded.output_name,
                                threads=ctx.cfg.threads)
             try:
-                pres = check_parameter_preservation(models[variant], load_onnx(path), raise_on_failure=False)
+                pres = check_parameter_preservation(param_models[variant], load_onnx(path), raise_on_failure=False)
             except PelaExportError as exc:  # a check that cannot run is a failure, not a pass
                 failures.append(f"{path}: parameter check failed to run: {exc}")
                 pres = None
             results[path] = {"variant": variant, "outputs": vres.to_dict(),
                              "parameters": pres.to_dict() if pres is not None else None,
                              "ok": vres.ok and (pres is not None and pres.ok)}
+            if notes and notes.get(variant):
+                results[path]["parameter_check_notes"] = notes[variant]
             failures += [f"{path}: {f}" for f in vres.failures()]
             if pres is not None:
                 failures += [f"{path}: {p}" for p in pres.problems()]

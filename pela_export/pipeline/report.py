@@ -27,6 +27,7 @@ def _optional_records(ctx: Context) -> dict[str, dict[str, Any]]:
 
 def report_stage(ctx: Context) -> tuple[Path, Path]:
     from ..bench.charts import charts_record
+    from ..bench.markdown_structured import summarize_structured
     from ..bench.stage_summary import summarize_build, summarize_precision
 
     comp = ctx.load_record("compress", needed_by="report")
@@ -51,6 +52,7 @@ def report_stage(ctx: Context) -> tuple[Path, Path]:
             precision, source=str(ctx.artifacts.stage_record("precision")),
             fp32_optimization=(bench.get("onnxruntime_session") or {}).get("graph_optimization")),
         build=None if build is None else summarize_build(build, source=str(ctx.artifacts.stage_record("build"))),
+        structured=summarize_structured(comp, exp),
     )
     if report.get("precision"):
         for name, per_batch in (bench.get("precision_latency") or {}).items():

@@ -1,5 +1,5 @@
 """PELA intermediate training inside the compress stage: the frozen original
-teaches the factorized student; accuracy before/after goes into the record."""
+teaches the factorized (or structured) student; accuracy before/after goes into the record."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +11,12 @@ from ..errors import OptionError
 from .context import Context, log
 
 
-def train_stage(ctx: Context, student: nn.Module) -> dict[str, Any]:
-    """Train ``student`` in place per ``ctx.cfg.train``; checkpoints go to ``<out>/train/``."""
+def train_stage(ctx: Context, student: nn.Module, *, structured: bool = False) -> dict[str, Any]:
+    """Train ``student`` in place per ``ctx.cfg.train``; checkpoints go to ``<out>/train/``.
+
+    ``structured``: a ``--structure`` student, trained by :func:`~pela_export.structured.train.train_structured`
+    (``--train-scope factors`` = the structured layers' own trainable parameters, an adapter's base stays frozen).
+    """
     from ..train import accuracy_fn, from_spec, load_train_data, model_preprocessing, train_pela
 
     cfg, loaded = ctx.cfg, ctx.loaded
@@ -33,12 +37,23 @@ def train_stage(ctx: Context, student: nn.Module) -> dict[str, Any]:
     before = {"original": eval_fn(ctx.original()), "compressed": eval_fn(student)} if eval_fn else {}
     if before:
         log(f"accuracy before training: original {before['original']:.2%}, compressed {before['compressed']:.2%}")
-    log(f"PELA training: {tc.epochs} epochs, scope={tc.scope}, alpha={tc.alpha}, beta={tc.beta}, "
-        f"lambda={tc.lam}, eps={tc.eps}, lr={tc.lr}")
-    result = train_pela(student, ctx.original(), data, tc, eval_fn=eval_fn)
+    structured_scope = None
+    if structured:
+        from ..structured.train import train_structured
+
+        structured_scope = "all" if tc.scope == "all" else "layers"
+        tc = dataclasses.replace(tc, scope="trainable")
+    log(f"{'structured' if structured else 'PELA'} training: {tc.epochs} epochs, "
+        f"scope={structured_scope or tc.scope}, alpha={tc.alpha}, beta={tc.beta}, lambda={tc.lam}, eps={tc.eps}, "
+        f"lr={tc.lr}")
+    if structured_scope is not None:
+        result = train_structured(student, ctx.original(), data, tc, scope=structured_scope, eval_fn=eval_fn)
+    else:
+        result = train_pela(student, ctx.original(), data, tc, eval_fn=eval_fn)
     after = eval_fn(student) if eval_fn else None
     return {
         "config": dataclasses.asdict(tc),
+        "structured_scope": structured_scope,
         "data": data.name if hasattr(data, "name") else str(source),
         "samples": len(data),
         "accuracy_before": before or None,

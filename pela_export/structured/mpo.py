@@ -146,7 +146,7 @@ class MPOLinear(StructuredLinear):
         check_cores(cores, where=name)
         if bond_dim is not None and (isinstance(bond_dim, bool) or not isinstance(bond_dim, int) or bond_dim < 1):
             raise OptionError(f"bond dimension {bond_dim!r} is invalid (expected an int >= 1 or None)",
-                              fix="pass --mpo-bond-dim with a positive integer, or omit it for exact cores", where=name)
+                              fix="pass --structure-opt bond_dim=D with a positive integer, or omit it for exact cores", where=name)
         if tol is not None and not (isinstance(tol, (int, float)) and 0.0 <= tol < 1.0):
             raise OptionError(f"relative truncation tolerance {tol!r} is invalid (expected 0 <= tol < 1)",
                               fix="pass a tolerance such as 0.05, or omit it", where=name)

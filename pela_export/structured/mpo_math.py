@@ -51,10 +51,10 @@ def _tuples(dim: int, n: int, smallest: int) -> Iterator[tuple[int, ...]]:
 
 
 def check_cores(n: object, *, where: str | None = None) -> int:
-    """Validate a core count (``--mpo-cores``) without asserting on user input."""
+    """Validate a core count (``--structure-opt cores=N``) without asserting on user input."""
     if isinstance(n, bool) or not isinstance(n, int) or not MIN_CORES <= n <= MAX_CORES:
         raise OptionError(f"MPO core count {n!r} is out of range (expected an int in {MIN_CORES}..{MAX_CORES})",
-                          fix="pass --mpo-cores 3, 4 or 5 (the usual choices)", where=where)
+                          fix="pass --structure-opt cores=3 (or 4, 5) (the usual choices)", where=where)
     return n
 
 
@@ -67,7 +67,7 @@ def balanced_factors(dim: int, n: int, *, where: str | None = None, what: str = 
     primes = prime_factors(dim) if dim >= 2 else []
     if len(primes) < n:
         shown = " · ".join(map(str, primes)) or str(dim)
-        fix = (f"choose --mpo-cores <= {len(primes)} for this layer, or leave it out of the MPO layers"
+        fix = (f"choose --structure-opt cores=N with N <= {len(primes)} for this layer, or leave it out of the MPO layers"
                if len(primes) >= MIN_CORES
                else "leave this layer out of the MPO layers (keep it dense or plain low-rank)")
         raise OptionError(f"{what} {dim} cannot be split into {n} factors > 1 ({dim} = {shown}: "

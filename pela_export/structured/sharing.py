@@ -129,7 +129,7 @@ def _resolve(model: nn.Module, groups: list[list[str]] | str) -> tuple[dict[str,
                     f"cannot share a central core between {group[0]!r} and {name!r}: cores differ "
                     f"({b.out_features}x{b.in_features} factors {b.out_factors}/{b.in_factors} bonds {b.bond_dims} vs "
                     f"{a.out_features}x{a.in_features} factors {a.out_factors}/{a.in_factors} bonds {a.bond_dims})",
-                    fix="build the group's layers with the same --mpo-cores and a fixed --mpo-bond-dim (no "
+                    fix="build the group's layers with the same --structure-opt cores=N and a fixed --structure-opt bond_dim=D (no "
                         "tolerance), or group only layers of the same shape", where=name)
     return layers, [list(g) for g in groups]
 

@@ -55,8 +55,8 @@ def test_unfactorable_dimension_names_layer_and_fix():
     assert "blocks.0.mlp.fc1" in msg and "in_features 197" in msg and "leave this layer out" in msg
     with pytest.raises(OptionError) as err:
         balanced_factors(12, 4, where="head", what="out_features")  # 12 = 2·2·3: at most 3 factors
-    assert "--mpo-cores <= 3" in str(err.value) and "head" in str(err.value)
-    with pytest.raises(OptionError, match=r"fc: in_features 98 .*\n.*--mpo-cores <= 3"):
+    assert "--structure-opt cores=N with N <= 3" in str(err.value) and "head" in str(err.value)
+    with pytest.raises(OptionError, match=r"fc: in_features 98 .*\n.*--structure-opt cores=N with N <= 3"):
         MPOLinear.from_linear(nn.Linear(98, 64), cores=4, name="fc")
 
 

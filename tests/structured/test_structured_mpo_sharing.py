@@ -212,5 +212,5 @@ def test_bad_inputs_raise_option_errors():
     # layers built with a tolerance get different bonds: sharing says which and how to fix it
     tol_model = _to_mpo(_dense_model(6), cores=3, tol=0.4)
     tol_model[1].fc1 = MPOLinear.from_linear(nn.Linear(16, 32), cores=3, bond_dim=1)
-    with pytest.raises(OptionError, match="--mpo-bond-dim"):
+    with pytest.raises(OptionError, match="bond_dim="):
         share_central_cores(tol_model, [["0.fc1", "1.fc1"]])
