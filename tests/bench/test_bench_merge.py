@@ -199,3 +199,18 @@ def test_report_command_merges_into_run_comparison(inputs: tuple[Path, Path, Pat
     assert [d["id"] for d in c["devices"]] == [ORIN, LAPTOP]
     assert main(["report", str(run), str(run / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_device_params_may_match_the_pytorch_count_when_onnx_folding_differs(tmp_path: Path) -> None:
+    """deploy.json carries PyTorch counts; the simplified ONNX may count fewer (folded constants): both are the model."""
+    run = tmp_path / "run"
+    ws = workstation_report(str(run))
+    ws["benchmarks"]["original"]["params"] = {"torch": 200_000, "onnx": 199_000}
+    write_report(ws, run)
+    orin = _write(tmp_path / "orin" / "device-report.json", device_report())
+    json_path, _ = merge_reports(run, [orin], tmp_path / "cmp")
+    assert json.loads(json_path.read_text())["devices"][0]["id"] == ORIN
+    ws["benchmarks"]["original"]["params"] = {"torch": 150_000, "onnx": 149_000}
+    write_report(ws, run)
+    with pytest.raises(ArtifactError, match="has 200,000 parameters"):
+        merge_reports(run, [orin], tmp_path / "cmp2")
