@@ -27,6 +27,23 @@ def deployed_onnx(ctx: Context) -> dict[str, Path]:
     return paths
 
 
+def recorded_precision_variants(ctx: Context, needed_by: str) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Each FP16/INT8 variant the precision stage recorded: name → (its ONNX file, checked to exist; its record).
+
+    Empty when the precision stage never ran in this output directory.
+    """
+    if not ctx.artifacts.stage_record("precision").is_file():
+        return {}
+    out: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for name, variant in ctx.load_record("precision", needed_by=needed_by)["variants"].items():
+        onnx = Path(variant["onnx"])
+        if not onnx.is_file():
+            raise ArtifactError(f"{name} ONNX {onnx} recorded by the precision stage is missing",
+                                fix="re-run the precision stage (drop --skip precision)")
+        out[name] = (onnx, variant)
+    return out
+
+
 def _precision_latency(ctx: Context) -> dict[str, dict[str, Any]]:
     """ONNX Runtime CPU latency of every precision variant the precision stage wrote (all batch sizes).
 
@@ -36,16 +53,9 @@ def _precision_latency(ctx: Context) -> dict[str, dict[str, Any]]:
     """
     from ..bench import bench_onnxruntime
 
-    path = ctx.artifacts.stage_record("precision")
-    if not path.is_file():
-        return {}
     cfg = ctx.cfg
     out: dict[str, dict[str, Any]] = {}
-    for name, variant in ctx.load_record("precision", needed_by="bench")["variants"].items():
-        onnx = Path(variant["onnx"])
-        if not onnx.is_file():
-            raise ArtifactError(f"{name} ONNX {onnx} recorded by the precision stage is missing",
-                                fix="re-run the precision stage (drop --skip precision)")
+    for name, (onnx, _) in recorded_precision_variants(ctx, needed_by="bench").items():
         log(f"benchmarking {name} (ONNX Runtime CPU): batch sizes {list(cfg.batch_sizes)}")
         out[name] = {str(b): bench_onnxruntime(onnx, ctx.loaded.input_name, ctx.loaded.dummy_input(b).numpy(),
                                                cfg.warmup, cfg.runs, cfg.threads).to_dict()

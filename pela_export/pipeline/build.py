@@ -8,8 +8,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactError, DependencyError
-from .bench import deployed_onnx
+from ..errors import DependencyError
+from .bench import deployed_onnx, recorded_precision_variants
 from .context import Context, log
 
 ENGINE_DIR = "engines"
@@ -18,14 +18,7 @@ ENGINE_DIR = "engines"
 def onnx_variants(ctx: Context) -> dict[str, Path]:
     """Every ONNX file to build: the FP32 files and the precision variants recorded so far."""
     files = dict(deployed_onnx(ctx))
-    path = ctx.artifacts.stage_record("precision")
-    if path.is_file():
-        for name, variant in ctx.load_record("precision", needed_by="build")["variants"].items():
-            onnx = Path(variant["onnx"])
-            if not onnx.is_file():
-                raise ArtifactError(f"{name} ONNX {onnx} recorded by the precision stage is missing",
-                                    fix="re-run the precision stage (drop --skip precision)")
-            files[name] = onnx
+    files.update({name: onnx for name, (onnx, _) in recorded_precision_variants(ctx, needed_by="build").items()})
     return files
 
 

@@ -34,7 +34,7 @@ from ..runtime.schema import DEPLOY_KIND, DEPLOY_SCHEMA_VERSION, validate_deploy
 from ..runtime.sums import SUMS_NAME, write_sums
 from . import package_meta as meta
 from . import package_scripts as scripts
-from .bench import deployed_onnx
+from .bench import deployed_onnx, recorded_precision_variants
 from .context import Context, log
 from .evaldata import evaluation_data
 from .precision import ORT_LEVEL
@@ -61,13 +61,8 @@ def source_variants(ctx: Context) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for model, path in deployed_onnx(ctx).items():
         out[variant_name(model, "fp32")] = {"model": model, "precision": "fp32", "src": Path(path), "accuracy": None}
-    if ctx.artifacts.stage_record("precision").is_file():
-        for name, v in ctx.load_record("precision", needed_by="package")["variants"].items():
-            src = Path(v["onnx"])
-            if not src.is_file():
-                raise ArtifactError(f"{name} ONNX {src} recorded by the precision stage is missing",
-                                    fix="re-run the precision stage (drop --skip precision)")
-            out[name] = {"model": v["model"], "precision": v["precision"], "src": src, "accuracy": v.get("accuracy")}
+    for name, (src, v) in recorded_precision_variants(ctx, needed_by="package").items():
+        out[name] = {"model": v["model"], "precision": v["precision"], "src": src, "accuracy": v.get("accuracy")}
     return out
 
 

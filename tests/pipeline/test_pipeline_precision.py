@@ -2,6 +2,7 @@
 each measured against its FP32 graph; the build stage without TensorRT writes the
 parser check and trtexec scripts and says engines need the device."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,19 @@ def test_bench_times_every_precision_variant_and_the_report_shows_it(tiny_run):
     report = json.loads((tiny_run / "report.json").read_text())
     assert report["precision"]["variants"]["compressed.int8"]["latency"]["1"]["p50_ms"] == timed["compressed.int8"]["1"]["p50_ms"]
     assert (tiny_run / "charts" / "latency.png").is_file()
+
+
+def test_missing_precision_variant_is_named_by_build_bench_and_package(tiny_run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run, out)
+    record = _record(out, "precision")
+    for v in record["variants"].values():  # point the copied record at the copied files
+        v["onnx"] = str(out / Path(v["onnx"]).name)
+    (out / "stages" / "precision.json").write_text(json.dumps(record))
+    (out / "compressed.int8.onnx").unlink()
+    for stage in ("build", "package"):
+        assert main([stage, "tiny_timm:deit_tiny_64", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "compressed.int8 ONNX" in err and "recorded by the precision stage is missing" in err, (stage, err)
