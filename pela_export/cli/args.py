@@ -29,7 +29,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="timm:NAME | hf:LOCAL_DIR | FILE.pt2 | package.module:factory | default[:RECIPE]; "
                         "omitted: the embedded digits ViT (trained once, cached)")
     g.add_argument("--checkpoint", help="local weights for MODEL (state dict .pt/.pth/.safetensors)")
-    g.add_argument("--input-shape", type=_shape, help="input shape without batch, e.g. 3,224,224 (default: from the model's config)")
+    g.add_argument("--input-shape", type=_shape, help="input shape without batch, e.g. 3,224,224 (default: from the model's config); "
+                                                     "for a text model: the optimal sequence length")
+    g.add_argument("--max-length", type=int, default=None,
+                   help="text models: longest sequence (profile max, tokenizer truncation; default: the model's "
+                        "max_position_embeddings or sentence-transformers max_seq_length, at most 512)")
+    g.add_argument("--hidden-state", action="store_true",
+                   help="text encoders: also export the last hidden state beside the pooled embedding")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -235,6 +241,7 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
     eval_samples = get("eval_samples", 2000)
     return RunConfig(
         model=get("model"), checkpoint=get("checkpoint"), input_shape=get("input_shape"), out=get("out"),
+        max_length=get("max_length"), hidden_state=bool(get("hidden_state", False)),
         device=get("device", "cpu"), ratio=get("ratio"), method=get("method", "svd"),
         rank_policy=get("rank_policy", "ratio"), align=get("align"), include=get("include"), exclude=get("exclude"),
         **_structure_kwargs(ns),

@@ -26,6 +26,7 @@ from torch import nn
 from .._io import atomic_path
 from ..errors import ExportError, OnnxCheckError, OptionError, PelaExportError
 from ..models.base import LoadedModel
+from ..models.io import SEQUENCE, IOSpec, single_input
 from ._opset import convert_opset, default_opset, lower_ir_version
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ _EXPORTER_FIX = {
     "legacy": "drop --legacy-exporter to use the dynamo (torch.export) exporter",
 }
 #: Noise we filter from the exporter's warnings (the user chose the exporter).
-_IGNORED_WARNINGS = ("legacy TorchScript-based ONNX export", "The feature will be removed")
+_IGNORED_WARNINGS = ("legacy TorchScript-based ONNX export", "The feature will be removed",
+                     "will not be used, since it shares the same shape constraints")
 
 
 @dataclass
@@ -57,6 +59,8 @@ class ExportResult:
     input_name: str
     output_names: list[str]
     input_shape: list[int | str]
+    inputs: dict[str, list[int | str]]
+    outputs: dict[str, list[int | str]]
     num_nodes: int
     num_initializers: int
     file_bytes: int
@@ -108,12 +112,18 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _export_dynamo(model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: bool,
-                   input_name: str, output_name: str, optimize: bool) -> onnx.ModelProto:
-    dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+def _dynamic_shapes(io: IOSpec) -> tuple[dict[int, Any], ...]:
+    """One ``torch.export.Dim`` per named axis, shared by every input that has it."""
+    dims = {axis: torch.export.Dim(axis) for axis in io.dynamic_axis_names()}
+    return tuple({i: dims[d] for i, d in enumerate(t.shape) if isinstance(d, str)} for t in io.inputs)
+
+
+def _export_dynamo(model: nn.Module, examples: tuple[torch.Tensor, ...], opset: int, dynamic: bool,
+                   io: IOSpec, optimize: bool) -> onnx.ModelProto:
     program = torch.onnx.export(
-        model, (example,), None, dynamo=True, opset_version=opset, optimize=optimize,
-        input_names=[input_name], output_names=[output_name], dynamic_shapes=dynamic_shapes,
+        model, examples, None, dynamo=True, opset_version=opset, optimize=optimize,
+        input_names=io.input_names, output_names=io.output_names,
+        dynamic_shapes=_dynamic_shapes(io) if dynamic else None,
         external_data=False, verbose=False, report=False,
     )
     if program is None:  # pragma: no cover - defensive, dynamo always returns a program
@@ -121,24 +131,51 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor, opset: int, dynamic_
     return program.model_proto
 
 
-def _export_legacy(model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: bool,
-                   input_name: str, output_name: str) -> onnx.ModelProto:
-    axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
+def _export_legacy(model: nn.Module, examples: tuple[torch.Tensor, ...], opset: int, dynamic: bool,
+                   io: IOSpec) -> onnx.ModelProto:
+    axes = io.dynamic_axes() if dynamic else None
     with tempfile.TemporaryDirectory(prefix="pela-legacy-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
         torch.onnx.export(
-            model, (example,), str(raw), dynamo=False, opset_version=opset,
-            input_names=[input_name], output_names=[output_name], dynamic_axes=axes,
+            model, examples, str(raw), dynamo=False, opset_version=opset,
+            input_names=io.input_names, output_names=io.output_names, dynamic_axes=axes,
             do_constant_folding=True,
         )
         return onnx.load(str(raw))  # pulls any external data into memory before tmp vanishes
 
 
+def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    return [int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in value.type.tensor_type.shape.dim]
+
+
 def _input_dims(model: onnx.ModelProto) -> list[int | str]:
-    if not model.graph.input:
-        return []
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    return [int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+    return _dims(model.graph.input[0]) if model.graph.input else []
+
+
+def _name_axes(proto: onnx.ModelProto, io: IOSpec) -> list[str]:
+    """Rename the exporter's symbols (``s0``, ``batch_size``...) to our axis names; list static ones.
+
+    Returns ``"input:axis"`` for every declared dynamic axis that came out static.
+    """
+    rename: dict[str, str] = {}
+    static: list[str] = []
+    graph_inputs = {v.name: v for v in proto.graph.input}
+    for t in io.inputs:
+        value = graph_inputs.get(t.name)
+        if value is None:
+            continue
+        for spec_dim, dim in zip(t.shape, value.type.tensor_type.shape.dim):
+            if isinstance(spec_dim, str):
+                if dim.HasField("dim_param") and dim.dim_param:
+                    rename.setdefault(dim.dim_param, spec_dim)
+                else:
+                    static.append(f"{t.name}:{spec_dim}")
+    for value in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
+    return static
 
 
 def _save(model: onnx.ModelProto, tmp: Path, final: Path) -> bool:
@@ -162,13 +199,34 @@ def _check_file(path: Path, shown: Path) -> None:
         ) from exc
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike[str], *,
-                input_name: str = "input", output_name: str = "logits",
+
+def _io_for(example: torch.Tensor | tuple[torch.Tensor, ...], io: IOSpec | None, input_name: str,
+            output_name: str, dynamic_batch: bool) -> tuple[tuple[torch.Tensor, ...], IOSpec]:
+    """Examples as a tuple plus the I/O description (a single-tensor one when none is given)."""
+    examples = (example,) if isinstance(example, torch.Tensor) else tuple(example)
+    if io is None:
+        if len(examples) != 1:
+            raise OptionError(f"{len(examples)} example inputs but no I/O description naming them",
+                              fix="pass io=loaded.spec (an IOSpec) with several inputs")
+        x = examples[0]
+        io = single_input(input_name, tuple(x.shape[1:]), str(x.dtype).replace("torch.", ""), output_name,
+                          dynamic_batch=dynamic_batch)
+    if len(examples) != len(io.inputs):
+        raise OptionError(f"{len(examples)} example inputs for {len(io.inputs)} declared inputs "
+                          f"({', '.join(io.input_names)})", fix="pass one example tensor per declared input")
+    return examples, io
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], path: str | os.PathLike[str], *,
+                input_name: str = "input", output_name: str = "logits", io: IOSpec | None = None,
                 opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
                 exporter: Exporter = "dynamo", optimize: bool = True,
                 fallback_exporter: bool = False) -> ExportResult:
     """Export ``model`` to one checked ONNX file at exactly ``opset``.
 
+    ``io`` names every input (``example`` then holds one tensor per input, in order) and
+    output and says which axes are dynamic; without it the model takes one tensor named
+    ``input_name``. ``dynamic_batch=False`` fixes every axis at the example's size.
     ``optimize`` runs the dynamo exporter's onnxscript optimizer (constant folding,
     dead-code removal). ``fallback_exporter=True`` retries once with the other exporter
     when the chosen one fails, with a warning and ``fallback_reason`` recorded;
@@ -176,10 +234,10 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
     """
     check_opset(opset)
     exporter = _check_exporter(exporter)
+    examples, spec = _io_for(example, io, input_name, output_name, dynamic_batch)
     try:
-        return _export_once(model, example, Path(path), input_name=input_name, output_name=output_name,
-                            opset=opset, dynamic_batch=dynamic_batch, exporter=exporter,
-                            requested=exporter, optimize=optimize, fallback_reason=None)
+        return _export_once(model, examples, Path(path), io=spec, opset=opset, dynamic=dynamic_batch,
+                            exporter=exporter, requested=exporter, optimize=optimize, fallback_reason=None)
     except (ExportError, OnnxCheckError) as exc:
         if not fallback_exporter:
             raise
@@ -188,19 +246,19 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
         reason = f"{exporter} exporter failed ({detail[:400]}); fell back to {other}"
         warnings.warn(reason, RuntimeWarning, stacklevel=2)
         log.warning(reason)
-        return _export_once(model, example, Path(path), input_name=input_name, output_name=output_name,
-                            opset=opset, dynamic_batch=dynamic_batch, exporter=other,  # type: ignore[arg-type]
-                            requested=exporter, optimize=optimize, fallback_reason=reason)
+        return _export_once(model, examples, Path(path), io=spec, opset=opset, dynamic=dynamic_batch,
+                            exporter=other, requested=exporter,  # type: ignore[arg-type]
+                            optimize=optimize, fallback_reason=reason)
 
 
-def _export_once(model: nn.Module, example: torch.Tensor, final: Path, *, input_name: str,
-                 output_name: str, opset: int, dynamic_batch: bool, exporter: Exporter,
+def _export_once(model: nn.Module, examples: tuple[torch.Tensor, ...], final: Path, *, io: IOSpec,
+                 opset: int, dynamic: bool, exporter: Exporter,
                  requested: str, optimize: bool, fallback_reason: str | None) -> ExportResult:
     start = time.perf_counter()
     auto: list[str] = []
-    if dynamic_batch and example.shape[0] == 1:
+    if dynamic and io.has_batch() and examples[0].shape[0] == 1:
         # torch.export specialises a size-1 dim to the constant 1; batch 2 keeps it symbolic.
-        example = torch.cat([example, example], dim=0)
+        examples = tuple(torch.cat([x, x], dim=0) for x in examples)
         auto.append("example batch 1 -> 2 so the batch axis stays symbolic")
     # torchlib (the dynamo op library) only implements opset >= 18; we convert down ourselves.
     export_opset = max(opset, 18) if exporter == "dynamo" else opset
@@ -208,10 +266,9 @@ def _export_once(model: nn.Module, example: torch.Tensor, final: Path, *, input_
         warnings.simplefilter("always")
         try:
             if exporter == "dynamo":
-                proto = _export_dynamo(model, example, export_opset, dynamic_batch, input_name,
-                                       output_name, optimize)
+                proto = _export_dynamo(model, examples, export_opset, dynamic, io, optimize)
             else:
-                proto = _export_legacy(model, example, export_opset, dynamic_batch, input_name, output_name)
+                proto = _export_legacy(model, examples, export_opset, dynamic, io)
         except PelaExportError:
             raise
         except Exception as exc:
@@ -241,11 +298,18 @@ def _export_once(model: nn.Module, example: torch.Tensor, final: Path, *, input_
     if default_opset(proto) != opset:  # convert_opset guarantees this; keep the promise explicit
         raise ExportError(f"model is at opset {default_opset(proto)}, not the requested {opset}",
                           fix=_EXPORTER_FIX[exporter], where=str(final))
-    dims = _input_dims(proto)
-    if dynamic_batch and (not dims or not isinstance(dims[0], str)):
+    got_inputs = [v.name for v in proto.graph.input]
+    if got_inputs != io.input_names:
+        raise ExportError(f"the graph's inputs are {got_inputs}, the model declares {io.input_names} "
+                          "(an input the model ignores is dropped by the exporter)",
+                          fix="make forward use every declared input, or declare only the inputs it uses",
+                          where=str(final))
+    static = _name_axes(proto, io) if dynamic else []
+    if static:
         raise ExportError(
-            f"the batch axis of input {input_name!r} came out static ({dims}), not dynamic",
-            fix=f"export with a fixed batch (--static-shapes) or {_EXPORTER_FIX[exporter]}", where=str(final))
+            f"dynamic axes came out static: {', '.join(static)} (the model's code specialises on their size)",
+            fix=f"export with fixed shapes (--static-shapes) or {_EXPORTER_FIX[exporter]}", where=str(final))
+    dims = _input_dims(proto)
 
     with atomic_path(final) as tmp:
         try:
@@ -257,8 +321,10 @@ def _export_once(model: nn.Module, example: torch.Tensor, final: Path, *, input_
     result = ExportResult(
         path=final, exporter=exporter, exporter_requested=requested, opset_requested=opset,
         opset=default_opset(proto), opset_exported=opset_exported, ir_version=int(proto.ir_version),
-        dynamic_batch=dynamic_batch, input_name=input_name,
+        dynamic_batch=dynamic, input_name=io.input_names[0],
         output_names=[o.name for o in proto.graph.output], input_shape=dims,
+        inputs={v.name: _dims(v) for v in proto.graph.input},
+        outputs={v.name: _dims(v) for v in proto.graph.output},
         num_nodes=len(proto.graph.node), num_initializers=len(proto.graph.initializer),
         file_bytes=final.stat().st_size, seconds=round(time.perf_counter() - start, 3),
         optimize=optimize if exporter == "dynamo" else False, external_data=external,
@@ -266,6 +332,19 @@ def _export_once(model: nn.Module, example: torch.Tensor, final: Path, *, input_
         fallback_reason=fallback_reason,
     )
     return result
+
+
+#: Example size of a dynamic sequence axis: >= 2 (sizes 0/1 specialise) and unlike any model dimension.
+EXAMPLE_SEQUENCE = 17
+
+
+def export_example(loaded: LoadedModel, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Valid example inputs for tracing: batch ``batch``, a short odd sequence length for text models."""
+    sizes = None
+    if SEQUENCE in loaded.spec.axes:
+        rng = loaded.spec.axes[SEQUENCE]
+        sizes = {SEQUENCE: max(2, min(EXAMPLE_SEQUENCE, rng.max))}
+    return loaded.dummy_inputs(batch, seed, sizes)
 
 
 class OnnxFromTorch:
@@ -285,10 +364,9 @@ class OnnxFromTorch:
         self.result: ExportResult | None = None
 
     def __call__(self, path: str | os.PathLike[str]) -> Path:
-        example = self.loaded.dummy_input(self.example_batch, seed=self.seed)
         self.result = export_onnx(
-            self.loaded.model, example, path, input_name=self.loaded.input_name,
-            output_name=self.loaded.output_name, opset=self.opset, dynamic_batch=self.dynamic_batch,
+            self.loaded.model, export_example(self.loaded, self.example_batch, self.seed), path,
+            io=self.loaded.spec, opset=self.opset, dynamic_batch=self.dynamic_batch,
             exporter=self.exporter, optimize=self.optimize, fallback_exporter=self.fallback_exporter)
         return self.result.path
 

@@ -79,11 +79,25 @@ def _onnxsim(model: onnx.ModelProto, check_n: int = 1) -> onnx.ModelProto:
         raise DependencyError(f"onnxsim is not importable ({exc})",
                               fix="pip install onnxsim, or pass --simplifier onnxslim / none") from None
     with _quiet_stdout():
-        simplified, check_ok = onnxsim.simplify(model, check_n=check_n)
+        simplified, check_ok = onnxsim.simplify(model, check_n=check_n, test_input_shapes=_check_shapes(model))
     if not check_ok:
         raise SimplifyFailed(f"onnxsim's own check failed (random inputs, check_n={check_n}): "
                              "the simplified graph's outputs differ from the original")
     return simplified
+
+
+def _check_shapes(model: onnx.ModelProto) -> dict[str, list[int]] | None:
+    """Concrete shapes for onnxsim's own check when an input has a dynamic axis past the batch.
+
+    onnxsim only fills a symbolic leading (batch) axis by itself; a dynamic sequence axis needs a
+    size. Only the check uses these (the graph keeps its symbolic axes).
+    """
+    shapes: dict[str, list[int]] = {}
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in list(dims)[1:]):
+            shapes[value.name] = [int(d.dim_value) if d.HasField("dim_value") else 2 for d in dims]
+    return shapes or None
 
 
 @SIMPLIFIERS.register("onnxslim")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import InputShapeError, OptionError, VerificationError
 from ..models.base import LoadedModel, Tolerance
+from ..models.io import SEQUENCE
 from .compare import DEFAULT_FIX, Comparison, compare_outputs
 from .runtime import ort_run, ort_session
 
@@ -34,6 +35,7 @@ class VerifyResult:
     outputs: dict[str, dict[str, Any]]
     comparisons: list[Comparison] = field(default_factory=list)
     seconds: float = 0.0
+    shapes: list[dict[str, list[int]]] = field(default_factory=list)
 
     def failures(self) -> list[str]:
         return [f"input #{i} (batch {self.batch_sizes[i]}): {line}"
@@ -50,25 +52,53 @@ class VerifyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "tolerance": asdict(self.tol), "onnx": str(self.onnx_path),
-                "batch_sizes": self.batch_sizes, "outputs": self.outputs, "seconds": round(self.seconds, 3),
+                "batch_sizes": self.batch_sizes, "shapes": self.shapes, "outputs": self.outputs, "seconds": round(self.seconds, 3),
                 "per_input": [c.to_dict() for c in self.comparisons]}
 
 
-def _torch_outputs(model: nn.Module, x: np.ndarray, output_name: str, onnx_names: list[str]) -> dict[str, np.ndarray]:
+Feeds = Mapping[str, np.ndarray]
+
+
+def _torch_outputs(model: nn.Module, feeds: Feeds, output_names: list[str], onnx_names: list[str]) -> dict[str, np.ndarray]:
     """Name PyTorch's outputs like the ONNX graph's (single tensor, tuple or dict)."""
     device = next(model.parameters(), torch.empty(0)).device  # the model may live on a GPU
     with torch.no_grad():
-        out = model(torch.from_numpy(x).to(device))
+        out = model(*(torch.from_numpy(np.ascontiguousarray(x)).to(device) for x in feeds.values()))
     if isinstance(out, torch.Tensor):
-        return {output_name: out.detach().cpu().numpy()}
+        return {output_names[0]: out.detach().cpu().numpy()}
     if isinstance(out, dict):
         return {str(k): v.detach().cpu().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
     if isinstance(out, (tuple, list)):
         tensors = [v for v in out if isinstance(v, torch.Tensor)]
-        names = onnx_names if len(onnx_names) == len(tensors) else [f"{output_name}_{i}" for i in range(len(tensors))]
+        names = (output_names if len(output_names) == len(tensors) else
+                 onnx_names if len(onnx_names) == len(tensors) else
+                 [f"{output_names[0]}_{i}" for i in range(len(tensors))])
         return {n: t.detach().cpu().numpy() for n, t in zip(names, tensors, strict=True)}
     raise VerificationError(f"model returned {type(out).__name__}, not a tensor/tuple/dict",
                             fix="wrap the model so forward returns a tensor")
+
+
+def as_feeds(x: np.ndarray | Feeds, input_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """One input batch as ``{input name: array}`` in the model's input order."""
+    if isinstance(x, Mapping):
+        missing = [n for n in input_names if n not in x]
+        if missing:
+            raise InputShapeError(f"verification batch lacks input(s) {missing} (has {sorted(x)})",
+                                  fix="give a value for every model input")
+        return {n: np.ascontiguousarray(x[n]) for n in input_names}
+    if len(input_names) != 1:
+        raise InputShapeError(f"one array given for a model with inputs {list(input_names)}",
+                              fix="pass a dict with one array per input")
+    return {input_names[0]: np.ascontiguousarray(x)}
+
+
+def batch_of(feeds: Feeds) -> int:
+    first = next(iter(feeds.values()))
+    return int(np.shape(first)[0]) if np.ndim(first) else 1
+
+
+def describe_feeds(feeds: Feeds) -> dict[str, list[int]]:
+    return {n: [int(d) for d in np.shape(v)] for n, v in feeds.items()}
 
 
 def _aggregate(name: str, comps: list[Comparison]) -> dict[str, Any]:
@@ -87,45 +117,77 @@ def _aggregate(name: str, comps: list[Comparison]) -> dict[str, Any]:
     }
 
 
-def verify_onnx(torch_model: nn.Module, onnx_path: str | os.PathLike[str], inputs: Sequence[np.ndarray],
-                tol: Tolerance, input_name: str, output_name: str, *, threads: int | None = None) -> VerifyResult:
-    """Run both backends on each input batch; never raises on disagreement (see ``ok``)."""
+def verify_onnx(torch_model: nn.Module, onnx_path: str | os.PathLike[str], inputs: Sequence[np.ndarray | Feeds],
+                tol: Tolerance, input_name: str | Sequence[str], output_name: str | Sequence[str], *,
+                threads: int | None = None) -> VerifyResult:
+    """Run both backends on each input batch; never raises on disagreement (see ``ok``).
+
+    ``input_name``/``output_name`` may list several names (multi-input models); each
+    batch is then a dict of arrays, fed to PyTorch positionally in that order.
+    """
     if not inputs:
         raise OptionError("no verification inputs", fix="pass at least one input batch")
+    input_names = [input_name] if isinstance(input_name, str) else list(input_name)
+    output_names = [output_name] if isinstance(output_name, str) else list(output_name)
     start = time.perf_counter()
     session = ort_session(onnx_path, threads=threads)
     onnx_inputs = [i.name for i in session.get_inputs()]
-    if input_name not in onnx_inputs:
-        raise InputShapeError(f"ONNX input {input_name!r} not found (graph inputs: {onnx_inputs})",
-                              fix="export again with the same input name, or pass the graph's input name",
+    missing = [n for n in input_names if n not in onnx_inputs]
+    if missing or len(onnx_inputs) != len(input_names):
+        raise InputShapeError(f"ONNX inputs are {onnx_inputs}, the model declares {input_names}",
+                              fix="export again with the same input names, or pass the graph's input names",
                               where=str(onnx_path))
     onnx_names = [o.name for o in session.get_outputs()]
     was_training = torch_model.training
     torch_model.eval()
     comps: list[Comparison] = []
+    feeds_list = [as_feeds(x, input_names) for x in inputs]
     try:
-        for x in inputs:
-            ref = _torch_outputs(torch_model, np.ascontiguousarray(x), output_name, onnx_names)
-            cand = ort_run(session, {input_name: np.ascontiguousarray(x)})
+        for feeds in feeds_list:
+            ref = _torch_outputs(torch_model, feeds, output_names, onnx_names)
+            cand = ort_run(session, feeds)
             comps.append(compare_outputs(ref, cand, tol, ref_name="pytorch", cand_name="onnxruntime"))
     finally:
         torch_model.train(was_training)
     names = list(dict.fromkeys(o.name for c in comps for o in c.outputs))
     return VerifyResult(ok=all(c.ok for c in comps), tol=tol, onnx_path=Path(onnx_path),
-                        batch_sizes=[int(np.shape(x)[0]) if np.ndim(x) else 1 for x in inputs],
+                        batch_sizes=[batch_of(f) for f in feeds_list],
                         outputs={n: _aggregate(n, comps) for n in names}, comparisons=comps,
-                        seconds=time.perf_counter() - start)
+                        seconds=time.perf_counter() - start,
+                        shapes=[describe_feeds(f) for f in feeds_list])
 
 
-def make_verification_inputs(loaded: LoadedModel, real: np.ndarray | None = None, n_random: int = 3,
-                             batch_sizes: Sequence[int] = (1, 4), seed: int = 0) -> list[np.ndarray]:
+def make_verification_inputs(loaded: LoadedModel, real: np.ndarray | Feeds | None = None, n_random: int = 3,
+                             batch_sizes: Sequence[int] = (1, 4), seed: int = 0) -> list[Any]:
     """Seeded random batches cycling through ``batch_sizes``, then ``real`` split into
-    batches of at most ``max(batch_sizes)``."""
+    batches of at most ``max(batch_sizes)``.
+
+    Single-tensor models get arrays; other models get ``{input: array}`` dicts. Models with a
+    sequence axis get padded batches at two sequence lengths (at least four batches), since a
+    mask that is ignored, or a length that was specialised, only shows on another length.
+    """
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise OptionError(f"batch sizes must be positive, got {list(batch_sizes)}",
                           fix="use positive batch sizes, e.g. (1, 4)")
     if n_random < 0:
         raise OptionError(f"n_random must be >= 0, got {n_random}", fix="pass n_random >= 0")
+    spec = loaded.spec
+    if not spec.is_single_tensor() or SEQUENCE in spec.axes:
+        out: list[Any] = []
+        lengths = _sequence_lengths(loaded)
+        count = max(n_random, 2 * len(lengths)) if lengths else n_random
+        for i in range(count):
+            b = batch_sizes[i % len(batch_sizes)]
+            sizes = {SEQUENCE: lengths[(i // len(batch_sizes)) % len(lengths)]} if lengths else None
+            out.append(spec.dummy(max(b, 2) if lengths else b, seed + i, sizes))
+        if real is not None:
+            feeds = as_feeds(real, spec.input_names)
+            n, step = batch_of(feeds), max(batch_sizes)
+            out += [{k: v[i:i + step] for k, v in feeds.items()} for i in range(0, n, step)]
+        if not out:
+            raise OptionError("no verification inputs (n_random=0 and no real data)",
+                              fix="pass n_random >= 1 or real data (--data)")
+        return out
     out = [loaded.dummy_input(batch_sizes[i % len(batch_sizes)], seed=seed + i).numpy() for i in range(n_random)]
     if real is not None:
         real = np.asarray(real)
@@ -141,3 +203,13 @@ def make_verification_inputs(loaded: LoadedModel, real: np.ndarray | None = None
         raise OptionError("no verification inputs (n_random=0 and no real data)",
                           fix="pass n_random >= 1 or real data (--data)")
     return out
+
+
+def _sequence_lengths(loaded: LoadedModel) -> list[int]:
+    """Two different sequence lengths within the model's range (empty: no sequence axis)."""
+    rng = loaded.spec.axes.get(SEQUENCE)
+    if rng is None:
+        return []
+    long = max(2, min(rng.opt, rng.max))
+    short = max(2, min(rng.max, long // 4 + 3))
+    return list(dict.fromkeys([long, short if short != long else max(2, long - 1)]))

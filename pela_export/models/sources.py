@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .._registry import Registry
-from ..errors import DependencyError, InputShapeError, ModelSourceError
+from ..errors import DependencyError, InputShapeError, ModelSourceError, OptionError
 from .base import LoadedModel, Preprocessing, Tolerance
 from .checkpoint import load_checkpoint
 from .fx_linear import linears_to_modules
@@ -40,6 +40,33 @@ def _timm_family(model: nn.Module) -> str:
     return "timm-swin" if "swin" in name else "timm-vit" if "visiontransformer" in name else "timm"
 
 
+def timm_preprocessing(cfg: dict, shape: tuple[int, int, int]) -> Preprocessing:
+    """timm's eval transform for data config ``cfg`` at input ``shape``, as deploy.json records it.
+
+    ``transforms_imagenet_eval``: resize the 8-bit PIL image (Pillow, antialiased) so the
+    target grows to floor(side / crop_pct) — the shorter side for ``center`` (aspect kept),
+    both sides for ``squash``, the longer side plus padding with round(255 · mean) for
+    ``border`` — centre crop to the input size, /255, normalise.
+    """
+    import math
+
+    from timm.data.constants import DEFAULT_CROP_PCT
+
+    c, h, w = (int(d) for d in shape)
+    pct = float(cfg.get("crop_pct") or DEFAULT_CROP_PCT)
+    scale = (math.floor(h / pct), math.floor(w / pct))
+    crop_mode = cfg.get("crop_mode") or "center"
+    mode, resize_size, fill = {"squash": ("squash", scale, ()),
+                               "border": ("fit_longer", scale, tuple(float(round(255 * m)) for m in cfg["mean"]))
+                               }.get(crop_mode, ("shorter_side", scale[:1], ()) if scale[0] == scale[1]
+                                     else ("fit_shorter", scale, ()))
+    interp = str(cfg.get("interpolation") or "bilinear")
+    return Preprocessing(tuple(cfg["mean"]), tuple(cfg["std"]), (h, w), c, input_range=(0.0, 255.0),
+                         interpolation="bilinear" if interp == "random" else interp, antialias=True,
+                         resize_mode=mode, resize_size=resize_size, crop_pct=pct, crop_offset="round",
+                         resize_dtype="uint8", pad_fill=fill)
+
+
 def _from_timm_model(model: nn.Module, name: str, source: str, user_shape: tuple[int, ...] | None) -> LoadedModel:
     import timm.data
 
@@ -49,7 +76,7 @@ def _from_timm_model(model: nn.Module, name: str, source: str, user_shape: tuple
     if img_size is not None and len(config_shape) == 3:  # built with img_size=...: pretrained_cfg still says 224
         config_shape = (config_shape[0], *(int(d) for d in img_size))
     shape, origin = _shape(user_shape, config_shape, f"timm model {name!r}")
-    pre = Preprocessing(tuple(cfg["mean"]), tuple(cfg["std"]), (shape[-2], shape[-1]), shape[0]) if len(shape) == 3 else None
+    pre = timm_preprocessing(cfg, shape) if len(shape) == 3 else None  # type: ignore[arg-type]
     return LoadedModel(model.eval(), name, source, shape, origin, preprocessing=pre,
                        num_classes=getattr(model, "num_classes", None), family=_timm_family(model),
                        tolerance=Tolerance(atol=1e-4, rtol=1e-3))
@@ -169,7 +196,7 @@ def check_forward(loaded: LoadedModel) -> None:
     """Run one forward pass at batch 1 so a wrong input shape fails here, clearly."""
     try:
         with torch.no_grad():
-            loaded.model(loaded.dummy_input(1))
+            loaded.model(*loaded.dummy_inputs(1))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise InputShapeError(
@@ -179,15 +206,28 @@ def check_forward(loaded: LoadedModel) -> None:
 
 
 def resolve_model(spec: str | None = None, checkpoint: str | None = None,
-                  input_shape: tuple[int, ...] | None = None, check: bool = True) -> LoadedModel:
-    """Turn a model spec into a :class:`LoadedModel` (eval mode), checking it runs."""
+                  input_shape: tuple[int, ...] | None = None, check: bool = True, *,
+                  max_length: int | None = None, hidden_state: bool = False) -> LoadedModel:
+    """Turn a model spec into a :class:`LoadedModel` (eval mode), checking it runs.
+
+    ``max_length``/``hidden_state`` are text-model options (``hf:`` text models only).
+    """
     scheme = scheme_of(spec)
+    if (max_length is not None or hidden_state) and scheme != "hf":
+        raise OptionError("--max-length and --hidden-state apply to Hugging Face text models (hf:DIR) only",
+                          fix=f"drop them for this {scheme} model")
     if checkpoint is not None and scheme not in ("default",) and not Path(checkpoint).is_file():
         from ..errors import CheckpointError
 
         raise CheckpointError(f"checkpoint {checkpoint!r} not found", fix="pass --checkpoint with an existing file")
     try:
-        loaded = SOURCES.get(scheme)(spec or "default", checkpoint, input_shape)
+        if scheme == "hf" and (max_length is not None or hidden_state):
+            from .hf import load_hf_dir
+
+            loaded = load_hf_dir(str(spec).split(":", 1)[1], checkpoint, input_shape, max_length=max_length,
+                                 hidden_state=hidden_state)
+        else:
+            loaded = SOURCES.get(scheme)(spec or "default", checkpoint, input_shape)
     except ImportError as exc:
         raise DependencyError(f"model source {scheme!r} needs a missing package ({exc.name or exc})",
                               fix="pip install 'pela-export[hf]'" if scheme == "hf" else f"pip install {exc.name}") from None

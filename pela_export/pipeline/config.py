@@ -23,6 +23,8 @@ class RunConfig:
     model: str | None = None
     checkpoint: str | None = None
     input_shape: tuple[int, ...] | None = None
+    max_length: int | None = None  # text models: sequence axis max (tokenizer truncation)
+    hidden_state: bool = False  # text encoders: also export the last hidden state
     out: str | None = None
     device: str = "cpu"
     # compression (ratio None: 2.0; a ratio given explicitly must be used by the chosen structure)

@@ -129,7 +129,8 @@ def prepare(cfg: RunConfig, loaded: LoadedModel | None = None) -> Context:
                           fix="pass --device cpu, or run on a machine with a CUDA GPU and a CUDA build of torch")
     if loaded is None:
         log(f"resolving model {cfg.model or 'default (embedded digits ViT)'}")
-        loaded = resolve_model(cfg.model, cfg.checkpoint, cfg.input_shape)
+        loaded = resolve_model(cfg.model, cfg.checkpoint, cfg.input_shape, max_length=cfg.max_length,
+                               hidden_state=cfg.hidden_state)
     out = Path(cfg.out) if cfg.out else default_out_dir(loaded.name)
     ensure_writable_dir(out)
     if cfg.out is None:

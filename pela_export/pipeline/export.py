@@ -9,7 +9,8 @@ import numpy as np
 from ..errors import PelaExportError, VerificationError
 from ..export import export_onnx, load_onnx, simplify_onnx
 from ..export.params import check_parameter_preservation
-from ..export.verify import make_verification_inputs, verify_onnx
+from ..export.onnx_export import export_example
+from ..export.verify import as_feeds, describe_feeds, make_verification_inputs, verify_onnx
 from .context import Context, log
 from .evaldata import evaluation_data
 
@@ -33,7 +34,7 @@ def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> di
         from .export_structured import lower_for_export
 
         exported["compressed"], structured = lower_for_export(ctx, models["compressed"])
-    example = loaded.dummy_input(2 if cfg.dynamic_batch else 1)
+    example = export_example(loaded, 2 if cfg.dynamic_batch else 1)
     exports: dict[str, Any] = {}
     simplified: dict[str, Any] = {}
     raw: dict[str, str] = {}
@@ -41,8 +42,8 @@ def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> di
     for variant, model in exported.items():
         log(f"exporting {variant} to ONNX (opset {cfg.opset}, {cfg.exporter} exporter, "
             f"{'dynamic batch' if cfg.dynamic_batch else 'static shapes'})")
-        res = export_onnx(model, example, arts.onnx(variant), input_name=loaded.input_name,
-                          output_name=loaded.output_name, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
+        res = export_onnx(model, example, arts.onnx(variant), io=loaded.spec,
+                          opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
                           exporter=cfg.exporter, fallback_exporter=cfg.exporter_fallback)  # type: ignore[arg-type]
         for choice in [*res.auto_choices, *res.conversions]:
             ctx.note(f"{variant} export: {choice}")
@@ -96,8 +97,8 @@ def verify_files(ctx: Context, models: dict[str, Any], files: dict[str, list[str
     for variant, paths in files.items():
         for path in paths:
             log(f"verifying {path} against PyTorch on {len(inputs)} input batches")
-            vres = verify_onnx(models[variant], path, inputs, ctx.tolerance, loaded.input_name, loaded.output_name,
-                               threads=ctx.cfg.threads)
+            vres = verify_onnx(models[variant], path, inputs, ctx.tolerance, loaded.spec.input_names,
+                               loaded.spec.output_names, threads=ctx.cfg.threads)
             try:
                 pres = check_parameter_preservation(param_models[variant], load_onnx(path), raise_on_failure=False)
             except PelaExportError as exc:  # a check that cannot run is a failure, not a pass
@@ -118,4 +119,5 @@ def verify_files(ctx: Context, models: dict[str, Any], files: dict[str, list[str
             fix="if the gap is expected pass --atol/--rtol; try --legacy-exporter or --simplifier none/onnxslim; "
                 "a missing factor means constant folding merged U·V (use --simplifier none)")
     return {"ok": True, "tolerance": {"atol": ctx.tolerance.atol, "rtol": ctx.tolerance.rtol},
-            "inputs": [list(x.shape) for x in inputs], "files": results}
+            "inputs": [describe_feeds(as_feeds(x, loaded.spec.input_names)) if not isinstance(x, np.ndarray)
+                       else list(x.shape) for x in inputs], "files": results}
