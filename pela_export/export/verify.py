@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import InputShapeError, OptionError, VerificationError
 from ..models.base import LoadedModel, Tolerance
-from ..models.io import SEQUENCE
+from ..models.io import SEQUENCE, as_feeds
 from .compare import DEFAULT_FIX, Comparison, compare_outputs
 from .runtime import ort_run, ort_session
 
@@ -76,20 +76,6 @@ def _torch_outputs(model: nn.Module, feeds: Feeds, output_names: list[str], onnx
         return {n: t.detach().cpu().numpy() for n, t in zip(names, tensors, strict=True)}
     raise VerificationError(f"model returned {type(out).__name__}, not a tensor/tuple/dict",
                             fix="wrap the model so forward returns a tensor")
-
-
-def as_feeds(x: np.ndarray | Feeds, input_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """One input batch as ``{input name: array}`` in the model's input order."""
-    if isinstance(x, Mapping):
-        missing = [n for n in input_names if n not in x]
-        if missing:
-            raise InputShapeError(f"verification batch lacks input(s) {missing} (has {sorted(x)})",
-                                  fix="give a value for every model input")
-        return {n: np.ascontiguousarray(x[n]) for n in input_names}
-    if len(input_names) != 1:
-        raise InputShapeError(f"one array given for a model with inputs {list(input_names)}",
-                              fix="pass a dict with one array per input")
-    return {input_names[0]: np.ascontiguousarray(x)}
 
 
 def batch_of(feeds: Feeds) -> int:

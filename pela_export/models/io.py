@@ -225,3 +225,34 @@ def io_from_dict(d: Mapping[str, Any]) -> IOSpec:
 def io_to_dict(io: IOSpec) -> dict[str, Any]:
     return {"inputs": [t.to_dict() for t in io.inputs], "outputs": [t.to_dict() for t in io.outputs],
             "axes": {k: {"min": v.min, "opt": v.opt, "max": v.max} for k, v in io.axes.items()}}
+
+
+# -- batches that are one array (single-input models) or a dict of arrays (every other model) ------
+Batch = np.ndarray | Mapping[str, np.ndarray]
+
+
+def batch_len(x: Batch) -> int:
+    """Number of samples in a batch (the leading axis of its first array)."""
+    first = next(iter(x.values())) if isinstance(x, Mapping) else x
+    return int(np.shape(first)[0]) if np.ndim(first) else 1
+
+
+def batch_slice(x: Batch, start: int, stop: int) -> Batch:
+    """Samples ``start:stop`` of every array of the batch."""
+    if isinstance(x, Mapping):
+        return {k: v[start:stop] for k, v in x.items()}
+    return x[start:stop]
+
+
+def as_feeds(x: Batch, input_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """One batch as ``{input name: contiguous array}`` in the model's input order."""
+    if isinstance(x, Mapping):
+        missing = [n for n in input_names if n not in x]
+        if missing:
+            raise InputShapeError(f"batch lacks input(s) {missing} (has {sorted(x)})",
+                                  fix="give a value for every model input")
+        return {n: np.ascontiguousarray(x[n]) for n in input_names}
+    if len(input_names) != 1:
+        raise InputShapeError(f"one array given for a model with inputs {list(input_names)}",
+                              fix="pass a dict with one array per input")
+    return {input_names[0]: np.ascontiguousarray(x)}
