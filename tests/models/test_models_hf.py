@@ -32,13 +32,15 @@ def test_hf_vision_dir_loads_offline_and_factorizes(tmp_path):
     assert {n for n in linears if "classifier" in n}
 
 
-def test_hf_text_dir_uses_capped_sequence(tmp_path):
+def test_hf_text_dir_sequence_axis_from_config(tmp_path):
     cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                   intermediate_size=64, max_position_embeddings=512, num_labels=3)
     transformers.BertForSequenceClassification(cfg).save_pretrained(tmp_path / "bert")
     m = resolve_model(f"hf:{tmp_path / 'bert'}")
-    assert m.input_shape == (128,) and m.input_dtype == torch.int64 and "capped" in m.input_shape_origin
-    assert m.model(m.dummy_input(2)).shape == (2, 3)
+    seq = m.spec.axes["sequence"]
+    assert (seq.min, seq.opt, seq.max) == (1, 128, 512) and "max_position_embeddings 512" in m.input_shape_origin
+    assert m.spec.input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    assert m.model(*m.dummy_inputs(2)).shape == (2, 3)
 
 
 def test_hf_dir_without_config(tmp_path):
