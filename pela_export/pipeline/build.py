@@ -22,6 +22,16 @@ def onnx_variants(ctx: Context) -> dict[str, Path]:
     return files
 
 
+def run_build_options(ctx: Context) -> Any:
+    """The run's TensorRT build options with the model's axis ranges (e.g. ``sequence`` 1/128/512 from its
+    config) as profile defaults; checked against the model's inputs (a bad ``--profile`` fails here)."""
+    from ..tensorrt import BuildOptions, check_profiles, with_model_axes
+
+    options = with_model_axes(ctx.cfg.trt if ctx.cfg.trt is not None else BuildOptions(), ctx.loaded.spec)
+    check_profiles(options, ctx.loaded.spec)
+    return options
+
+
 def _target_versions(ctx: Context, installed: str | None) -> list[str]:
     from ..tensorrt import TABLE_VERSIONS
 
@@ -33,14 +43,14 @@ def _target_versions(ctx: Context, installed: str | None) -> list[str]:
 def build_stage(ctx: Context, *, required: bool = False) -> dict[str, Any]:
     """Check, script and (with TensorRT) build every variant; ``required`` makes absent TensorRT an error."""
     from .. import __version__
-    from ..tensorrt import (BuildOptions, build_engine, check_onnx_for_trt, features_for_version, format_findings,
-                            inspect_onnx, plan_build, write_trtexec_script)
+    from ..tensorrt import (build_engine, check_onnx_for_trt, features_for_version, format_findings, inspect_onnx,
+                            plan_build, write_trtexec_script)
     from ..tensorrt._trt import load_tensorrt, tensorrt_available, version_of
     from ..tensorrt.parse_check import errors_of
 
+    options = run_build_options(ctx)  # option errors before any file is read
     files = onnx_variants(ctx)
     installed = version_of(load_tensorrt()) if tensorrt_available() else None
-    options = ctx.cfg.trt if ctx.cfg.trt is not None else BuildOptions()
     versions = _target_versions(ctx, installed)
     engines_dir = ctx.artifacts.root / ENGINE_DIR
     record: dict[str, Any] = {"tensorrt_installed": installed, "target_versions": versions, "variants": {}}

@@ -9,6 +9,7 @@ Public API::
 
     build_engine(onnx_path, out_plan, options, *, trt=None, log=None, gpu=None, rebuild_command=None) -> EngineRecord
     BuildOptions(...), parse_profiles(["input:1x3x224x224,8x3x224x224,32x3x224x224"])
+    check_profiles(options, io) -> {input: ShapeRange}; with_model_axes(options, io) (defaults from an IOSpec)
     check_onnx_for_trt(onnx_model_or_path, "10.3") -> list[Finding]
     trtexec_command(onnx_path, plan_path, options, "8.6") -> list[str]; trtexec_shell(argv) -> str
     TrtRunner(plan_path, *, trt=None, backend=None).run(feeds) / .benchmark(feeds, warmup, runs) / .compare_with_onnxruntime(...)
@@ -48,6 +49,7 @@ from .parse_check import (
     nearest_table,
 )
 from .plan import BuildPlan, plan_build
+from .profiles import check_profiles, resolve_profiles, with_model_axes
 from .runner import TrtRunner
 from .sidecar import compatibility_problems, read_sidecar, sidecar_path
 from .trtexec import (
@@ -62,9 +64,9 @@ __all__ = [
     "BuildOptions", "BuildPlan", "CudaBuffer", "CudaPythonBackend", "DeviceBackend", "EngineRecord", "Finding",
     "GpuInfo", "GraphInfo", "HostBackend", "ShapeRange", "TensorRTError", "TorchCudaBackend", "TrtFeatures",
     "TrtRunner",
-    "build_engine", "check_onnx_for_trt", "compatibility_problems", "default_backend", "detect_features",
+    "build_engine", "check_onnx_for_trt", "check_profiles", "compatibility_problems", "default_backend", "detect_features",
     "features_for_version",
     "format_findings", "gpu_info", "inspect_onnx", "nearest_table", "parse_profile", "parse_profiles",
-    "parser_errors", "plan_build", "read_sidecar", "script_path_for", "sidecar_path", "trtexec_command",
-    "trtexec_shell", "write_trtexec_script",
+    "parser_errors", "plan_build", "read_sidecar", "resolve_profiles", "script_path_for", "sidecar_path", "trtexec_command",
+    "trtexec_shell", "with_model_axes", "write_trtexec_script",
 ]

@@ -33,6 +33,7 @@ MAX_OPT_LEVEL = 5
 #: The CLI flag each option is reported under.
 FLAGS = {
     "precision": "--precision", "strongly_typed": "--strongly-typed", "profiles": "--profile",
+    "axes": "--profile",
     "max_batch": "--max-batch", "opt_batch": "--opt-batch", "workspace_mib": "--workspace",
     "opt_level": "--opt-level", "timing_cache": "--timing-cache", "calibration_cache": "--calib-cache",
     "dla_core": "--dla-core", "gpu_fallback": "--gpu-fallback", "version_compatible": "--version-compatible",
@@ -57,6 +58,10 @@ class ShapeRange:
                               f"({list(self.min)}, {list(self.opt)}, {list(self.max)})",
                               fix=f"pass {flag} {name}:MIN,OPT,MAX with shapes of equal rank, e.g. 1x3x224x224")
         for i, (lo, mid, hi) in enumerate(zip(self.min, self.opt, self.max, strict=True)):
+            if lo > hi:
+                raise OptionError(f"profile for {name!r}: min {list(self.min)} is larger than max {list(self.max)} "
+                                  f"(dimension {i}: {lo} > {hi})",
+                                  fix=f"write {flag} {name}:MIN,OPT,MAX with min <= opt <= max in every dimension")
             if lo < 0 or not lo <= mid <= hi:
                 raise OptionError(f"profile for {name!r}: dimension {i} needs 0 <= min <= opt <= max, "
                                   f"got {lo}, {mid}, {hi}", fix=f"fix the shapes given to {flag}")
@@ -113,6 +118,9 @@ class BuildOptions:
     precision: str = "auto"
     strongly_typed: bool | None = None  # None: automatic (always on 11, off on <= 10)
     profiles: dict[str, ShapeRange] = field(default_factory=dict)
+    #: default (min, opt, max) of named dynamic axes other than the batch, e.g. {"sequence": (1, 128, 512)};
+    #: the pipeline fills it from the model's I/O description (see :mod:`.profiles`)
+    axes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     max_batch: int = 8  # default profile max for a dynamic batch axis
     opt_batch: int = 1
     workspace_mib: int | None = None
@@ -143,6 +151,12 @@ class BuildOptions:
         if self.opt_batch > self.max_batch:
             raise OptionError(f"--opt-batch {self.opt_batch} exceeds --max-batch {self.max_batch}",
                               fix="pass an --opt-batch no larger than --max-batch")
+        for axis, sizes in self.axes.items():
+            ok = (isinstance(sizes, (tuple, list)) and len(sizes) == 3
+                  and all(isinstance(v, int) and not isinstance(v, bool) for v in sizes))
+            if not ok or not 1 <= sizes[0] <= sizes[1] <= sizes[2]:
+                raise OptionError(f"axis {axis!r} needs sizes 1 <= min <= opt <= max, got {sizes!r}",
+                                  fix=f"pass --profile INPUT:MIN,OPT,MAX for an input with the {axis!r} axis")
         for name, rng in self.profiles.items():
             if not isinstance(rng, ShapeRange):
                 raise OptionError(f"profile for {name!r} is not a ShapeRange", fix="build profiles with parse_profiles()")
@@ -175,6 +189,8 @@ class BuildOptions:
             v = getattr(self, f.name)
             if f.name == "profiles":
                 v = {k: r.to_dict() for k, r in v.items()}
+            elif f.name == "axes":
+                v = {k: list(r) for k, r in v.items()}
             elif isinstance(v, Path):
                 v = str(v)
             out[f.name] = v
@@ -185,6 +201,7 @@ class BuildOptions:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         kw["profiles"] = {k: ShapeRange.from_dict(r) for k, r in (d.get("profiles") or {}).items()}
+        kw["axes"] = {str(k): (int(r[0]), int(r[1]), int(r[2])) for k, r in (d.get("axes") or {}).items()}
         for k in ("timing_cache", "calibration_cache"):
             if kw.get(k) is not None:
                 kw[k] = Path(kw[k])

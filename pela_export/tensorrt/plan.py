@@ -20,6 +20,7 @@ from ._trt import parse_version
 from .features import HARDWARE_COMPAT_ENUM, TrtFeatures
 from .graph import GraphInfo
 from .options import BuildOptions, ShapeRange
+from .profiles import inputs_of_graph, resolve_profiles
 
 CACHE_HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 
@@ -153,39 +154,6 @@ def _precision(opts: BuildOptions, feats: TrtFeatures, graph: GraphInfo, strong:
     return eff, flags, quant
 
 
-def _profiles(opts: BuildOptions, graph: GraphInfo, decisions: list[str]) -> dict[str, ShapeRange]:
-    names = [t.name for t in graph.inputs]
-    for name in opts.profiles:
-        if name not in names:
-            raise OptionError(f"--profile names input {name!r}, which the ONNX does not have",
-                              fix=f"use one of its inputs: {', '.join(names) or '(none)'}")
-    out: dict[str, ShapeRange] = {}
-    for t in graph.inputs:
-        given = opts.profiles.get(t.name)
-        if given is not None:
-            if len(given.min) != len(t.dims):
-                raise OptionError(f"--profile {t.name}: rank {len(given.min)} but the input is {t.describe()} "
-                                  f"(rank {len(t.dims)})", fix=f"give {len(t.dims)} dimensions per shape")
-            for i, d in enumerate(t.dims):
-                if d is not None and not given.min[i] == given.opt[i] == given.max[i] == d:
-                    raise OptionError(f"--profile {t.name}: dimension {i} is fixed at {d} in the ONNX",
-                                      fix=f"use {d} for dimension {i} in min, opt and max")
-            if t.dynamic_axes:
-                out[t.name] = given
-            continue
-        if not t.dynamic_axes:
-            continue
-        if t.dynamic_axes != [0]:
-            example = "x".join("1" if d is None else str(d) for d in t.dims)
-            raise OptionError(f"input {t.name!r} ({t.describe()}) has dynamic axes {t.dynamic_axes} besides the batch",
-                              fix=f"pass --profile {t.name}:MIN,OPT,MAX, e.g. {t.name}:{example},{example},{example}")
-        rest = tuple(int(d) for d in t.dims[1:])  # type: ignore[arg-type]
-        out[t.name] = ShapeRange((1, *rest), (opts.opt_batch, *rest), (opts.max_batch, *rest))
-        decisions.append(f"profile for {t.name!r} from its dynamic batch axis: min 1, opt {opts.opt_batch}, "
-                         f"max {opts.max_batch} (pass --profile or --max-batch to change)")
-    return out
-
-
 def plan_build(options: BuildOptions, features: TrtFeatures, graph: GraphInfo) -> BuildPlan:
     """Validate ``options`` against ``features`` and ``graph``; return the steps for this version."""
     options.validate()
@@ -199,7 +167,7 @@ def plan_build(options: BuildOptions, features: TrtFeatures, graph: GraphInfo) -
             raise OptionError(f"--calib-cache given, but this TensorRT {features.version} build cannot use it ({why})",
                               fix="leave --calib-cache out, or pass --precision int8 on TensorRT <= 10")
         decisions.append(f"calibration cache {options.calibration_cache} not used: the Q/DQ nodes carry the scales")
-    profiles = _profiles(options, graph, decisions)
+    profiles = resolve_profiles(inputs_of_graph(graph), options, decisions)
     if options.workspace_mib is not None and not features.memory_pool_limit:
         raise _unsupported("--workspace", "IBuilderConfig.set_memory_pool_limit", features, "leave --workspace out")
     if options.opt_level is not None and not features.builder_optimization_level:

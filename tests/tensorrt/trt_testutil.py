@@ -58,3 +58,33 @@ def qdq_model() -> onnx.ModelProto:
 def relu_kernel(ins: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """What the fake engine computes for relu_model (so outputs can be compared with ONNX Runtime)."""
     return {"output": np.maximum(ins["input"], 0)}
+
+
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def text_model(hidden: bool = True) -> onnx.ModelProto:
+    """A 3-input text model as the exporter writes it: int64 (batch, sequence) inputs, ``logits``
+    (batch, 3) and optionally ``last_hidden_state`` (batch, sequence, 3)."""
+    ins = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in TEXT_INPUTS]
+    outs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])]
+    if hidden:
+        outs.append(helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", 3]))
+    w = numpy_helper.from_array(np.array([1.0, 0.5, -1.0], dtype=np.float32).reshape(1, 1, 3), "w")
+    axes2 = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes2")
+    axes1 = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes1")
+    nodes = [helper.make_node("Cast", [n], [f"{n}_f"], name=f"cast_{n}", to=TensorProto.FLOAT) for n in TEXT_INPUTS]
+    nodes += [helper.make_node("Add", ["input_ids_f", "attention_mask_f"], ["s0"], name="add0"),
+              helper.make_node("Add", ["s0", "token_type_ids_f"], ["s1"], name="add1"),
+              helper.make_node("Unsqueeze", ["s1", "axes2"], ["s2"], name="unsqueeze"),
+              helper.make_node("Mul", ["s2", "w"], ["last_hidden_state" if hidden else "h"], name="mul"),
+              helper.make_node("ReduceSum", ["last_hidden_state" if hidden else "h", "axes1"], ["logits"],
+                               name="pool", keepdims=0)]
+    return make_model(nodes, inputs=ins, outputs=outs, initializers=[w, axes2, axes1])
+
+
+def text_kernel(ins: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What the fake engine computes for text_model."""
+    s = sum(ins[n].astype(np.float32) for n in TEXT_INPUTS)
+    hidden = s[..., None] * np.array([1.0, 0.5, -1.0], dtype=np.float32)
+    return {"last_hidden_state": hidden, "logits": hidden.sum(axis=1)}
