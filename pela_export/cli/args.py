@@ -36,6 +36,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "max_position_embeddings or sentence-transformers max_seq_length, at most 512)")
     g.add_argument("--hidden-state", action="store_true",
                    help="text encoders: also export the last hidden state beside the pooled embedding")
+    g.add_argument("--text-column", metavar="NAME",
+                   help="text data files (.tab/.tsv/.csv/.jsonl): the text column (default: a column named "
+                        "text|sentence|document|content, or the only non-label one)")
+    g.add_argument("--label-column", metavar="NAME",
+                   help="text data files: the label column (default: the Orange class column, or one named "
+                        "label|class|category|topic; none: unlabelled)")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -87,7 +93,8 @@ def add_structure_args(g: argparse._ArgumentGroup) -> None:
 def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("PELA training (frozen original teaches the factorized student)")
     g.add_argument("--train", action="store_true", help="train the compressed model after factorizing")
-    g.add_argument("--train-data", help="digits | fashion-mnist | idx:DIR | FILE.npz | IMAGE_DIR (default: the model's dataset)")
+    g.add_argument("--train-data", help="digits | fashion-mnist | idx:DIR | FILE.npz | IMAGE_DIR | text:FILE | "
+                                         "FILE.tab|.tsv|.csv|.jsonl (default: the model's dataset)")
     g.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     g.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
     g.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3; cosine schedule)")
@@ -111,7 +118,8 @@ def add_calib_args(p: argparse.ArgumentParser) -> None:
     from ..lowrank.probes import PROBES
 
     g = p.add_argument_group("data-aware compression")
-    g.add_argument("--calib-data", help="calibration data for weighted SVD / sensitivity ranks (default: the model's dataset)")
+    g.add_argument("--calib-data", help="calibration data for weighted SVD / sensitivity ranks; a text model "
+                                        "takes text:FILE or FILE.tab|.tsv|.csv|.jsonl (default: the model's dataset)")
     g.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256, seeded selection)")
     g.add_argument("--energy", type=float, help="spectral energy to keep per layer, for --rank-policy energy (e.g. 0.9)")
     g.add_argument("--asvd-alpha", type=float, default=None, help="ASVD exponent on mean |x| (default 0.5)")
@@ -203,7 +211,8 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("benchmark")
-    g.add_argument("--data", help="accuracy dataset: digits | fashion-mnist | idx:DIR (default: the model's own, if any)")
+    g.add_argument("--data", help="accuracy dataset: digits | fashion-mnist | idx:DIR | text:FILE | "
+                                  "FILE.tab|.tsv|.csv|.jsonl | TRAIN,TEST (default: the model's own, if any)")
     g.add_argument("--eval-samples", type=int, default=2000, help="test samples for accuracy (0 = all; default 2000)")
     g.add_argument("--runs", type=int, default=30, help="timed runs per measurement (>= 30; default 30)")
     g.add_argument("--warmup", type=int, default=5, help="warm-up runs (default 5)")
@@ -242,6 +251,7 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
     return RunConfig(
         model=get("model"), checkpoint=get("checkpoint"), input_shape=get("input_shape"), out=get("out"),
         max_length=get("max_length"), hidden_state=bool(get("hidden_state", False)),
+        text_column=get("text_column"), label_column=get("label_column"),
         device=get("device", "cpu"), ratio=get("ratio"), method=get("method", "svd"),
         rank_policy=get("rank_policy", "ratio"), align=get("align"), include=get("include"), exclude=get("exclude"),
         **_structure_kwargs(ns),

@@ -25,6 +25,8 @@ class RunConfig:
     input_shape: tuple[int, ...] | None = None
     max_length: int | None = None  # text models: sequence axis max (tokenizer truncation)
     hidden_state: bool = False  # text encoders: also export the last hidden state
+    text_column: str | None = None  # text data files: the text column (None: detect)
+    label_column: str | None = None  # text data files: the label column (None: detect, or unlabelled)
     out: str | None = None
     device: str = "cpu"
     # compression (ratio None: 2.0; a ratio given explicitly must be used by the chosen structure)
