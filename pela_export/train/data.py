@@ -6,12 +6,14 @@ The generator is owned by the loop (and saved in its checkpoints) rather than
 reseeded per epoch, so an interrupted run resumes on exactly the batches an
 uninterrupted one would have seen. Sources: the dataset registry (``digits``,
 ``fashion-mnist``, ``idx:DIR``), ``.npz`` arrays, an ImageNet-layout image
-folder (:mod:`.images`) and any map-style torch Dataset. Unlabelled sources
+folder (:mod:`.images`), text files for text models (``text:FILE``,
+``FILE.tab|.tsv|.csv|.jsonl``, tokenized with the model's tokenizer; ``x`` is then
+``{input name: int64 tensor}``) and any map-style torch Dataset. Unlabelled sources
 give ``y = None`` (distillation only).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,26 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data import DATASETS, ArrayDataset, adapt_images, load_dataset
+from ..data.text import is_text_spec, trim_padding
 from ..errors import DatasetError, OptionError
 from ..models.base import LoadedModel, Preprocessing
+from ..models.io import batch_len
 
-Batch = tuple[torch.Tensor, torch.Tensor | None]
+#: Model input of one batch: a tensor, or ``{input name: tensor}`` for multi-input (text) models.
+Inputs = torch.Tensor | Mapping[str, torch.Tensor]
+Batch = tuple[Inputs, torch.Tensor | None]
+
+
+def batch_to(x: Inputs, device: torch.device | str, non_blocking: bool = True) -> Inputs:
+    """Move a batch's input tensor(s) to ``device``."""
+    if isinstance(x, Mapping):
+        return {k: v.to(device, non_blocking=non_blocking) for k, v in x.items()}
+    return x.to(device, non_blocking=non_blocking)
+
+
+def call_model(model: torch.nn.Module, x: Inputs) -> object:
+    """``model(x)``, or ``model(**x)`` for ``{input name: tensor}`` batches."""
+    return model(**x) if isinstance(x, Mapping) else model(x)
 
 
 @dataclass
@@ -32,7 +50,7 @@ class TrainData:
     """Training examples the loop shuffles by index: in-memory tensors or a map-style Dataset."""
 
     name: str
-    x: torch.Tensor | None = None
+    x: torch.Tensor | dict[str, torch.Tensor] | None = None
     y: torch.Tensor | None = None
     dataset: Dataset | None = None
     labelled: bool = False
@@ -46,7 +64,7 @@ class TrainData:
             raise DatasetError(f"training data {self.name!r} is empty", fix="pass a training set with examples")
 
     def __len__(self) -> int:
-        return len(self.x) if self.x is not None else len(self.dataset)  # type: ignore[arg-type]
+        return batch_len(self.x) if self.x is not None else len(self.dataset)  # type: ignore[arg-type]
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)
@@ -59,7 +77,9 @@ class TrainData:
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            if self.x is not None:
+            if isinstance(self.x, Mapping):  # text: each batch cut to its longest row
+                yield trim_padding({k: v[idx] for k, v in self.x.items()}), (self.y[idx] if self.y is not None else None)
+            elif self.x is not None:
                 yield self.x[idx], (self.y[idx] if self.y is not None else None)
             else:
                 yield self._collate([self.dataset[int(i)] for i in idx])  # type: ignore[index]
@@ -158,6 +178,23 @@ def from_npz(path: str | Path, input_shape: tuple[int, int, int],
     return from_arrays(adapt_images(x, input_shape, preprocessing), y, name=str(path))
 
 
+def from_text(spec: str, loaded: LoadedModel, split: str = "train", *, text_column: str | None = None,
+              label_column: str | None = None, flag: str = "--train-data") -> TrainData:
+    """A text file (``text:FILE``, ``FILE.tab|.tsv|.csv|.jsonl``, ``TRAIN,TEST``) tokenized for ``loaded``.
+
+    ``x`` holds every model input (int64, padded to the longest text, cut at the model's
+    ``sequence`` max); labels are class ids when the file has a label column and the model
+    outputs logits (an embedding model has no classes: its training is distillation only).
+    """
+    from ..data.text import text_model_split
+
+    tok = text_model_split(loaded, spec, split, None, text_column=text_column, label_column=label_column, flag=flag)
+    x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tok.x.items()}
+    classifier = loaded.spec.outputs[0].role == "logits"
+    y = torch.from_numpy(tok.labels) if tok.labels is not None and classifier else None
+    return TrainData(name=f"{tok.dataset.name}:{split}", x=x, y=y)
+
+
 def model_preprocessing(loaded: LoadedModel) -> Preprocessing | None:
     """The recorded preprocessing of ``loaded``, or one from timm's data config (mean/std), or None."""
     if loaded.preprocessing is not None:
@@ -171,17 +208,26 @@ def model_preprocessing(loaded: LoadedModel) -> Preprocessing | None:
     return None
 
 
-def load_train_data(source: Any, loaded: LoadedModel) -> TrainData:
+def load_train_data(source: Any, loaded: LoadedModel, *, text_column: str | None = None,
+                    label_column: str | None = None) -> TrainData:
     """Resolve a training source for ``loaded``'s input.
 
     ``source``: a :class:`TrainData`, a torch Dataset, an :class:`ArrayDataset`
-    (train split), a path to an ``.npz`` file, a directory of images, or a
-    registry spec (``digits``, ``fashion-mnist``, ``idx:DIR``).
+    (train split), a path to an ``.npz`` file, a directory of images, a registry
+    spec (``digits``, ``fashion-mnist``, ``idx:DIR``), or for a text model a text
+    file (``text:FILE``, ``FILE.tab|.tsv|.csv|.jsonl``, ``TRAIN,TEST``; columns
+    ``text_column``/``label_column``, else detected).
     """
     if isinstance(source, TrainData):
         return source
     if isinstance(source, Dataset):
         return from_torch_dataset(source)
+    if isinstance(source, (str, Path)) and is_text_spec(source):
+        return from_text(str(source), loaded, text_column=text_column, label_column=label_column)
+    if loaded.spec.is_text():
+        raise DatasetError(f"--train-data {source} is not text, but {loaded.name!r} is a text model "
+                           f"(inputs {', '.join(loaded.spec.input_names)})",
+                           fix="pass --train-data text:FILE or FILE.tab|.tsv|.csv|.jsonl")
     shape = tuple(int(v) for v in loaded.input_shape)
     pre = model_preprocessing(loaded)
     if len(shape) != 3:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .blocks import first_tensor
-from .data import TrainData
+from .data import TrainData, batch_to, call_model
 
 
 def accuracy_fn(data: TrainData, batch_size: int = 256) -> Callable[[nn.Module], float]:
@@ -23,7 +23,7 @@ def accuracy_fn(data: TrainData, batch_size: int = 256) -> Callable[[nn.Module],
         device = next(model.parameters()).device
         correct = 0
         for x, y in data.batches(batch_size):
-            logits = first_tensor(model(x.to(device)))
+            logits = first_tensor(call_model(model, batch_to(x, device)))
             correct += int((logits.argmax(-1).cpu() == y).sum())  # type: ignore[union-attr]
         model.train(was_training)
         return correct / len(data)

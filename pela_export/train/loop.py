@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from .._progress import make_progress
 from ..errors import CheckpointError, OptionError
 from ..lowrank.layer import LowRankLinear
+from ..models.io import batch_len
 from .checkpoint import (
     capture_rng,
     check_fingerprint,
@@ -35,7 +36,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainConfig, fingerprint_hash
-from .data import TrainData, from_torch_dataset
+from .data import TrainData, batch_to, from_torch_dataset
 from .losses import TERMS, LossTerms, PelaLoss
 
 StepCallback = Callable[[int, int, LossTerms], None]
@@ -223,7 +224,7 @@ def _run(student: nn.Module, teacher: nn.Module, data: TrainData, cfg: TrainConf
                 sums = dict.fromkeys(TERMS, 0.0)
                 seen = 0
                 for x, y in data.batches(cfg.batch_size, data_gen):
-                    x = x.to(device, non_blocking=True)
+                    x = batch_to(x, device)
                     y = y.to(device, non_blocking=True) if y is not None else None
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                         _, terms = loss(x, y)
@@ -238,8 +239,8 @@ def _run(student: nn.Module, teacher: nn.Module, data: TrainData, cfg: TrainConf
                     step += 1
                     vals = terms.floats()
                     for k in TERMS:
-                        sums[k] += vals[k] * len(x)
-                    seen += len(x)
+                        sums[k] += vals[k] * batch_len(x)
+                    seen += batch_len(x)
                     if on_step is not None:
                         on_step(epoch, step, terms)
                     if bar:

@@ -20,7 +20,7 @@ Every term is returned separately so the loop can log it.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -161,13 +161,15 @@ class PelaLoss:
             ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
         self._stack = []
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, LossTerms]:
-        """Student logits and the loss terms for one batch (student must be in the caller's mode)."""
+    def __call__(self, x: torch.Tensor | Mapping[str, torch.Tensor],
+                 y: torch.Tensor | None) -> tuple[torch.Tensor, LossTerms]:
+        """Student logits and the loss terms for one batch (student must be in the caller's mode);
+        ``x`` is a tensor or ``{input name: tensor}`` (called as keywords)."""
         if not self._stack:
             raise RuntimeError("PelaLoss must be used inside `with loss:` (hooks are not attached)")
         with torch.no_grad():
-            t_logits = first_tensor(self.teacher(x))
-        s_logits = first_tensor(self.student(x))
+            t_logits = first_tensor(self.teacher(**x) if isinstance(x, Mapping) else self.teacher(x))
+        s_logits = first_tensor(self.student(**x) if isinstance(x, Mapping) else self.student(x))
         if s_logits is None or t_logits is None:
             raise OptionError("the model returned no tensor output", fix="train a model whose forward returns logits")
         zero = s_logits.new_zeros((), dtype=torch.float32)
