@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._registry import Registry
+from ..models.call import call_model, inputs_len
 from .stats import CalibrationError
 
 Batch = tuple[torch.Tensor, "torch.Tensor | None"]
@@ -35,8 +36,8 @@ def _probe(batches: Sequence[Batch], per_batch: Callable[[int, torch.Tensor, "to
     def loss(model: nn.Module) -> float:
         total, n = 0.0, 0
         for i, (x, y) in enumerate(batches):
-            total += float(per_batch(i, model(x), y))
-            n += x.shape[0]
+            total += float(per_batch(i, call_model(model, x), y))
+            n += inputs_len(x)
         return total / n
 
     return loss
@@ -44,7 +45,7 @@ def _probe(batches: Sequence[Batch], per_batch: Callable[[int, torch.Tensor, "to
 
 def _reference(model_ref: nn.Module, batches: Sequence[Batch]) -> list[torch.Tensor]:
     with torch.no_grad():
-        return [model_ref(x) for x, _ in batches]
+        return [call_model(model_ref, x) for x, _ in batches]  # type: ignore[misc]
 
 
 @PROBES.register("kl")
