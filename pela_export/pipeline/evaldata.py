@@ -208,8 +208,9 @@ def accuracy_record(ctx: Context, onnx_paths: Mapping[str, Path], batch_size: in
             log(f"fitting the embedding probe on the {reference} model's embeddings of "
                 f"{batch_len(train.x)} training samples")
             train_emb = run(onnx_paths[reference], train.x)
-            probe = fit_probe(train_emb, train.labels, fitted_on=f"{reference} model, {data.spec} train split "
-                                                                   f"({batch_len(train.x)} samples)")
+            where = train.details.get("train_file") or data.spec
+            probe = fit_probe(train_emb, train.labels,
+                              fitted_on=f"{reference} model, train split of {where} ({batch_len(train.x)} samples)")
         acc = evaluate_embedding_probe(outputs[reference], outputs[candidate], data.labels, probe)
         assert acc["scoring"] == EMBEDDING_PROBE
     acc.update({"backend": "onnxruntime", "data": data.source, "output": name})
