@@ -4,6 +4,8 @@ Specs: ``digits`` (scikit-learn, offline), ``fashion-mnist`` (the Debian
 ``dataset-fashion-mnist`` package), ``idx:DIR`` (any MNIST-style directory).
 :func:`adapt_images` lets any of them feed any image model, so accuracy can be
 compared before and after compression even when the model expects e.g. 3×224×224.
+Text models take text files instead (``text:FILE``, ``FILE.tab|.tsv|.csv|.jsonl``):
+see :mod:`.text`.
 """
 from __future__ import annotations
 
@@ -74,7 +76,8 @@ def load_dataset(spec: str) -> ArrayDataset:
     scheme, sep, arg = spec.strip().partition(":")
     if scheme not in DATASETS:
         raise DatasetError(f"unknown dataset {spec!r}",
-                           fix=f"pass --data with one of: {', '.join(dataset_choices())}")
+                           fix=f"pass --data with one of: {', '.join(dataset_choices())} "
+                               "(a text model: text:FILE or FILE.tab|.tsv|.csv|.jsonl)")
     return DATASETS.get(scheme)(arg if sep else None)
 
 

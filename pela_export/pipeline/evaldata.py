@@ -74,7 +74,12 @@ def _text_split(ctx: Context, spec: str, flag: str, split: str, select: Select |
 
 
 def _image_only(ctx: Context, spec: str, flag: str) -> None:
+    from ..data import DATASETS
+
     loaded = ctx.loaded
+    if _text_model(loaded) and spec.partition(":")[0] not in DATASETS:
+        raise DatasetError(f"{flag} {spec} is not a text data file, and {loaded.name!r} is a text model",
+                           fix=f"pass {flag} text:FILE or FILE.tab|.tsv|.csv|.jsonl (or TRAIN,TEST)")
     if _text_model(loaded):
         raise DatasetError(f"{flag} {spec} gives images, but {loaded.name!r} is a text model "
                            f"(inputs {', '.join(loaded.spec.input_names)})",

@@ -103,6 +103,8 @@ def test_image_dataset_for_a_text_model_is_refused(tmp_path, classifier_dir):
     msg = str(e.value)
     assert "--calib-data digits gives images, but" in msg and "is a text model" in msg
     assert "text:FILE or FILE.tab|.tsv|.csv|.jsonl" in msg
+    with pytest.raises(DatasetError, match="reviews.txt is not a text data file"):
+        dataset_split(ctx, "reviews.txt", "--data", "test")
 
 
 def test_random_evaluation_inputs_of_a_text_model_feed_every_input(tmp_path, classifier_dir):
