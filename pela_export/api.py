@@ -130,16 +130,18 @@ def verify_bundle(path: str | os.PathLike[str]) -> list[Problem]:
 def device_bench(bundle: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
                  batch_sizes: Sequence[int] | None = None, runs: int = 100, warmup: int = 10,
                  backend: str = "auto", threads: int | None = None,
-                 engine_cache: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+                 engine_cache: str | os.PathLike[str] | None = None,
+                 sequence_length: int | None = None) -> tuple[Path, Path]:
     """Verify, check against golden outputs and time every variant of ``bundle`` on this device.
 
     Writes ``device-report.json`` + ``device-report.md`` into ``out`` (default ``./pela-device/<model>``)
     and returns their paths. ``backend="auto"`` uses TensorRT where it can run, else ONNX Runtime (and says so).
+    Text models are timed at batch × ``sequence_length`` (default: the profile's optimal sequence length).
     """
     from .runtime.devicebench import device_bench as _device_bench
 
     return _device_bench(bundle, out, batch_sizes=batch_sizes, warmup=warmup, runs=runs, backend=backend,
-                         threads=threads, engine_cache=engine_cache)
+                         threads=threads, engine_cache=engine_cache, sequence_length=sequence_length)
 
 
 def merge_reports(workstation: str | os.PathLike[str], device_reports: Sequence[str | os.PathLike[str]],

@@ -33,6 +33,9 @@ def add_device_bench_args(p: argparse.ArgumentParser) -> None:
                         "else ONNX Runtime, said in the report (default auto)")
     g.add_argument("--batch-sizes", type=ints, default=None,
                    help="batch sizes to time (default: min/opt/max batch of the bundle's input profile)")
+    g.add_argument("--sequence-length", type=int, default=None,
+                   help="text models: sequence length every batch size is timed at (default: the profile's "
+                        "optimum, e.g. 128); must lie within the bundle's sequence profile")
     g.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"timed runs per batch size (>= {MIN_RUNS}; "
                                                                    f"default {DEFAULT_RUNS})")
     g.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"warm-up runs (default {DEFAULT_WARMUP})")

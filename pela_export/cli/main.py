@@ -182,7 +182,7 @@ def _device_bench(ns: argparse.Namespace) -> int:
 
     json_path, md_path = api.device_bench(ns.bundle, ns.out, batch_sizes=ns.batch_sizes, runs=ns.runs,
                                           warmup=ns.warmup, backend=ns.backend, threads=ns.threads,
-                                          engine_cache=ns.engine_cache)
+                                          engine_cache=ns.engine_cache, sequence_length=ns.sequence_length)
     report = json.loads(json_path.read_text(encoding="utf-8"))
     dev = report["device"]
     print(f"device report: {md_path}\n               {json_path}")

@@ -2,8 +2,11 @@
 
 Everything the device needs, nothing it must recompute: every ONNX variant,
 golden inputs and the workstation's outputs for each, the INT8 calibration
-cache, trtexec scripts per TensorRT version, ``deploy.json`` (schema 1, see
-:mod:`pela_export.runtime.schema`) and ``SHA256SUMS``. The bundle is built in
+cache, trtexec scripts per TensorRT version, ``deploy.json`` (schema 2, see
+:mod:`pela_export.runtime.schema`: every named input and output with its role, profile and axis
+ranges; for text models the tokenizer files under ``tokenizer/`` and how to pad and truncate)
+and ``SHA256SUMS``. Golden files hold every input (``input:<name>``) and every output
+(``output:<name>``) of each variant. The bundle is built in
 a temporary folder and renamed into place, and the archive is written to a
 temporary name, so a failed stage never leaves a half-written bundle.
 
@@ -21,6 +24,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ import numpy as np
 from .. import __version__
 from .._io import atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from ..errors import ArtifactError
+from ..models.io import as_feeds, batch_len, batch_slice
 from ..runtime.schema import DEPLOY_KIND, DEPLOY_SCHEMA_VERSION, validate_deploy, variant_name
 from ..runtime.sums import SUMS_NAME, write_sums
 from . import package_meta as meta
@@ -123,12 +128,14 @@ def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def _golden_inputs(ctx: Context, io: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The first samples of the evaluation data (deterministic), as many as the golden batch."""
+    """The first samples of the evaluation data (deterministic), as many as the golden batch, for every input."""
     batch = _golden_batch(io)
-    x = evaluation_data(ctx, limit=batch).x[:batch]
-    if len(x) < batch:
-        x = x[np.arange(batch) % len(x)]
-    return {io["inputs"][0]["name"]: np.ascontiguousarray(x)}
+    data = evaluation_data(ctx, limit=batch).x
+    n = batch_len(data)
+    rows = np.arange(batch) % n if n < batch else None
+    x = batch_slice(data, 0, batch) if rows is None else (
+        {k: v[rows] for k, v in data.items()} if isinstance(data, Mapping) else data[rows])
+    return as_feeds(x, [t["name"] for t in io["inputs"]])
 
 
 def _calibration(ctx: Context, tmp: Path, name: str, src: Path) -> str | None:
@@ -153,7 +160,7 @@ def _fill_bundle(ctx: Context, tmp: Path) -> dict[str, Any]:
     bench = _optional_record(ctx, "bench")
     options = scripts.bundle_options(ctx)
     versions = scripts.target_versions(ctx)
-    io = scripts.io_spec(variants[variant_name("compressed", "fp32")]["src"], options, versions)
+    io = scripts.io_spec(variants[variant_name("compressed", "fp32")]["src"], options, versions, ctx.loaded.spec)
     golden_x = _golden_inputs(ctx, io)
     entries: dict[str, Any] = {}
     (tmp / "onnx").mkdir()
@@ -183,6 +190,7 @@ def _fill_bundle(ctx: Context, tmp: Path) -> dict[str, Any]:
                   "num_classes": loaded.num_classes, "input_shape": list(loaded.input_shape)},
         "compression": meta.compression(comp),
         "io": io,
+        "tokenizer": meta.tokenizer(ctx, tmp, io),
         "preprocessing": meta.preprocessing(ctx),
         "labels": meta.labels(ctx),
         "golden": {"batch": _golden_batch(io), "source": "first samples of the evaluation data", "policy": GOLDEN_POLICY},

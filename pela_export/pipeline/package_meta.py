@@ -83,3 +83,68 @@ def cpu_accuracy(name: str, info: dict[str, Any], variants: dict[str, dict[str, 
     return {"top1": own_top1, "top1_reference": b.get("top1_reference") if b else None,
             "top1_agreement": b.get("top1_agreement") if b else None, "samples": samples,
             "reference": "original fp32 (onnxruntime)" if b else None, "onnxruntime_optimization": "all"}
+
+
+TOKENIZER_DIR = "tokenizer"
+
+
+def _json_file(path: Any) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or an AddedToken dict."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def tokenizer(ctx: Context, bundle_root: Any, io: dict[str, Any]) -> dict[str, Any] | None:
+    """deploy.json ``tokenizer`` for a text model, copying its tokenizer files to ``tokenizer/``; None otherwise.
+
+    ``max_length`` is the engine profile's longest sequence (never beyond what the model was exported for);
+    ``padding_side``/``truncation_side`` come from tokenizer_config.json (default right), padding to the
+    longest text of a batch with ``pad_token`` (id ``pad_token_id``).
+    """
+    import shutil
+    from pathlib import Path
+
+    loaded = ctx.loaded
+    spec = loaded.spec
+    if not spec.is_text():
+        return None
+    source = Path(loaded.source[3:]) if loaded.source.startswith("hf:") else None
+    names = [str(n) for n in loaded.extra.get("tokenizer_files", [])]
+    files: list[str] = []
+    for name in names:
+        src = source / name if source is not None else None
+        if src is None or not src.is_file():
+            ctx.note(f"package: tokenizer file {name} not found beside the model; left out of the bundle")
+            continue
+        (bundle_root / TOKENIZER_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(src, bundle_root / TOKENIZER_DIR / name)
+        files.append(f"{TOKENIZER_DIR}/{name}")
+    main = f"{TOKENIZER_DIR}/tokenizer.json"
+    if main not in files:
+        ctx.note("package: the model has no tokenizer.json, so the device runtime cannot tokenize raw text "
+                 "(feed token ids; save the tokenizer with save_pretrained beside the model to include it)")
+    cfg = _json_file(source / "tokenizer_config.json") if source is not None else {}
+    special = _json_file(source / "special_tokens_map.json") if source is not None else {}
+    seq = (io.get("axes") or {}).get("sequence") or {}
+    max_length = int(seq.get("max") or spec.axes["sequence"].max)
+    model_config = getattr(getattr(loaded.model, "model", None), "config", None)
+    pad_id = getattr(model_config, "pad_token_id", None)
+    lowercase = cfg.get("do_lower_case")
+    return {"files": files, "tokenizer_json": main if main in files else None, "max_length": max_length,
+            "padding": "longest", "padding_side": str(cfg.get("padding_side") or "right"),
+            "truncation": True, "truncation_side": str(cfg.get("truncation_side") or "right"),
+            "pad_token": _token_text(cfg.get("pad_token")) or _token_text(special.get("pad_token")),
+            "pad_token_id": int(pad_id) if isinstance(pad_id, int) else 0,
+            "lowercase": lowercase if isinstance(lowercase, bool) else None,
+            "model_input_names": [t.name for t in spec.inputs]}

@@ -22,33 +22,46 @@ NP_DTYPES = {"FLOAT": "float32", "FLOAT16": "float16", "DOUBLE": "float64", "INT
 
 
 def bundle_options(ctx: Context) -> Any:
-    """The run's TensorRT build options minus workstation paths (timing/calibration caches do not travel)."""
+    """The run's TensorRT build options (model axis ranges included) minus workstation paths
+    (timing/calibration caches do not travel)."""
     from dataclasses import replace
 
-    from ..tensorrt import BuildOptions
+    from .build import run_build_options
 
-    opts = ctx.cfg.trt if ctx.cfg.trt is not None else BuildOptions()
-    return replace(opts, timing_cache=None, calibration_cache=None)
+    return replace(run_build_options(ctx), timing_cache=None, calibration_cache=None)
 
 
-def _io(graph: Any, profiles: dict[str, Any]) -> dict[str, Any]:
+def _io(graph: Any, profiles: dict[str, Any], spec: Any = None) -> dict[str, Any]:
+    """deploy.json ``io`` (schema 2): every input and output of the graph by name, with the model's roles and
+    value ranges, each input's optimisation profile, and the resolved range of every named axis."""
+    declared = {t.name: t for t in (*spec.inputs, *spec.outputs)} if spec is not None else {}
+
     def tensor(t: Any) -> dict[str, Any]:
         shape = [d if d is not None else (n or f"dim{i}") for i, (d, n) in enumerate(zip(t.dims, t.dim_names))]
-        return {"name": t.name, "dtype": NP_DTYPES.get(t.elem_type, t.elem_type.lower()), "shape": shape}
+        entry = {"name": t.name, "dtype": NP_DTYPES.get(t.elem_type, t.elem_type.lower()), "shape": shape}
+        known = declared.get(t.name)
+        entry["role"] = getattr(known, "role", None) or "tensor"
+        return entry
 
     inputs = []
+    axes: dict[str, dict[str, int]] = {}
     for t in graph.inputs:
         entry = tensor(t)
+        known = declared.get(t.name)
+        entry["low"], entry["high"] = getattr(known, "low", None), getattr(known, "high", None)
         rng = profiles.get(t.name)
         if rng is not None:
             entry["profile"] = {"min": list(rng.min), "opt": list(rng.opt), "max": list(rng.max)}
+            for i, axis in enumerate(entry["shape"]):
+                if isinstance(axis, str):
+                    axes.setdefault(axis, {"min": rng.min[i], "opt": rng.opt[i], "max": rng.max[i]})
         elif all(d is not None for d in t.dims):
             entry["profile"] = {k: list(t.dims) for k in ("min", "opt", "max")}
         else:
             raise ArtifactError(f"input {t.name!r} has dynamic axes {t.dynamic_axes} but no optimisation profile",
                                 fix=f"pass --profile {t.name}:MIN,OPT,MAX")
         inputs.append(entry)
-    return {"inputs": inputs, "outputs": [tensor(t) for t in graph.outputs]}
+    return {"inputs": inputs, "outputs": [tensor(t) for t in graph.outputs], "axes": axes}
 
 
 def _script(argv: list[str], version: str, name: str, plan: Any) -> str:
@@ -98,13 +111,14 @@ def trtexec_scripts(ctx: Context, tmp: Path, name: str, onnx_rel: str, versions:
     return entries
 
 
-def io_spec(src: Path, options: Any, versions: list[str]) -> dict[str, Any]:
-    """Inputs/outputs of the FP32 graph with each input's optimisation profile (as the engine build will use it)."""
+def io_spec(src: Path, options: Any, versions: list[str], spec: Any = None) -> dict[str, Any]:
+    """Inputs/outputs of the FP32 graph with each input's optimisation profile (as the engine build will use
+    it), roles and value ranges from the model's I/O description ``spec``."""
     from ..tensorrt import TABLE_VERSIONS, features_for_version, inspect_onnx, plan_build
 
     graph = inspect_onnx(src)
     plan = plan_build(options, features_for_version((versions or list(TABLE_VERSIONS))[0]), graph)
-    return _io(graph, plan.profiles)
+    return _io(graph, plan.profiles, spec)
 
 
 BUILD_ENGINES = r"""#!/usr/bin/env bash

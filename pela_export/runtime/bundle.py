@@ -154,12 +154,69 @@ class Bundle:
         return sha256_file(self.root / DEPLOY_NAME)
 
     @property
+    def schema_version(self) -> int:
+        return int(self.deploy["schema_version"])
+
+    @property
     def inputs(self) -> list[dict[str, Any]]:
-        return list(self.deploy["io"]["inputs"])
+        """Every input (name, dtype, shape with axis names, role, low/high, profile); schema-1 entries read as
+        role ``tensor`` without value bounds."""
+        return [{"role": "tensor", "low": None, "high": None, **t} for t in self.deploy["io"]["inputs"]]
 
     @property
     def outputs(self) -> list[dict[str, Any]]:
-        return list(self.deploy["io"]["outputs"])
+        return [{"role": "tensor", **t} for t in self.deploy["io"]["outputs"]]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t["name"] for t in self.inputs]
+
+    def axes(self) -> dict[str, dict[str, int]]:
+        """min/opt/max of every named axis (``batch``, ``sequence``...): deploy.json's ``io.axes`` (schema 2),
+        else read off the input profiles (schema 1)."""
+        recorded = self.deploy["io"].get("axes")
+        if isinstance(recorded, dict):
+            return {str(k): {m: int(v[m]) for m in ("min", "opt", "max")} for k, v in recorded.items()}
+        out: dict[str, dict[str, int]] = {}
+        for t in self.inputs:
+            prof = t.get("profile") or {}
+            for i, axis in enumerate(t["shape"]):
+                if isinstance(axis, str) and prof.get("min"):
+                    out.setdefault(axis, {m: int(prof[m][i]) for m in ("min", "opt", "max")})
+        return out
+
+    def io_spec(self) -> Any:
+        """The model's I/O description (:class:`pela_export.models.io.IOSpec`, numpy only) from deploy.json."""
+        from ..models.io import io_from_dict
+
+        return io_from_dict({"inputs": self.inputs, "outputs": self.outputs, "axes": self.axes()})
+
+    @property
+    def tokenizer(self) -> dict[str, Any] | None:
+        """deploy.json's ``tokenizer`` record (text models, schema 2), else None."""
+        tok = self.deploy.get("tokenizer")
+        return dict(tok) if isinstance(tok, dict) else None
+
+    def encode_text(self, texts: Any, max_length: int | None = None) -> dict[str, np.ndarray]:
+        """Feeds for raw strings with the bundle's tokenizer (needs the ``tokenizers`` package)."""
+        from .text import encode
+
+        return encode(self, texts, max_length)
+
+    def run_text(self, texts: Any, variant: str | None = None, backend: str = "onnxruntime",
+                 max_length: int | None = None, **kw: Any) -> dict[str, np.ndarray]:
+        """Every output of ``variant`` (default ``compressed.fp32``) for raw strings, in chunks of at most the
+        profile's largest batch; padding/truncation as deploy.json says (see :mod:`.text`)."""
+        from .backends import choose_backend, open_variant
+
+        name = variant or ("compressed.fp32" if "compressed.fp32" in self.variants() else self.variants()[0])
+        self.variant(name)
+        feeds = self.encode_text(texts, max_length)
+        runner = open_variant(self, name, choose_backend(backend), **kw)
+        _, hi = self.batch_range()
+        n = len(next(iter(feeds.values())))
+        parts = [runner.run({k: v[i:i + hi] for k, v in feeds.items()}) for i in range(0, n, hi)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def profile_batches(self) -> list[int]:
         """The batch sizes of the first input's profile (min, opt, max; deduplicated, ascending)."""

@@ -2,7 +2,9 @@
 
 For each variant the device first reproduces the workstation's golden outputs
 within the variant's stated tolerance (the same comparator the export stage
-uses), then times ``runs`` inferences per batch size of the bundle's profile.
+uses), then times ``runs`` inferences per batch size of the bundle's profile at stated sizes of the
+other dynamic axes (text models: batch × sequence, the sequence length from ``--sequence-length``,
+default the profile's optimum), and checks every output of the golden file.
 Where TensorRT cannot run, ``--backend auto`` measures with ONNX Runtime and
 says so in the log, in ``device.fallback_reason`` and at the top of the report.
 """
@@ -67,8 +69,48 @@ def resolve_batch_sizes(bundle: Bundle, batch_sizes: Sequence[int] | None) -> li
     return sizes
 
 
-def batch_feeds(inputs: Mapping[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    """Golden inputs repeated/cut to ``batch`` rows (real data, so timings see realistic values)."""
+def resolve_axis_sizes(bundle: Bundle, sequence_length: int | None) -> dict[str, int]:
+    """Sizes of the dynamic axes other than the batch to time at: each axis's profile optimum, the
+    ``sequence`` axis from ``--sequence-length`` when given (checked against the profile)."""
+    axes = {k: v for k, v in bundle.axes().items() if k != "batch"}
+    sizes = {k: int(v["opt"]) for k, v in axes.items()}
+    if sequence_length is None:
+        return sizes
+    if "sequence" not in axes:
+        shapes = ", ".join(f"{t['name']} {t['shape']}" for t in bundle.inputs)
+        raise OptionError(f"--sequence-length {sequence_length}: this bundle's inputs have no sequence axis "
+                          f"(inputs: {shapes})",
+                          fix="leave --sequence-length out for this model")
+    lo, hi = axes["sequence"]["min"], axes["sequence"]["max"]
+    if isinstance(sequence_length, bool) or not isinstance(sequence_length, int) or not lo <= sequence_length <= hi:
+        raise OptionError(f"--sequence-length {sequence_length} is outside the bundle's sequence profile ({lo}..{hi})",
+                          fix=f"pass a length within {lo}..{hi}, or re-package with a wider --profile/--max-length")
+    return {**sizes, "sequence": int(sequence_length)}
+
+
+def _target_shape(t: Mapping[str, Any], batch: int, sizes: Mapping[str, int], golden: np.ndarray) -> tuple[int, ...]:
+    dims = []
+    for i, d in enumerate(t["shape"]):
+        if i == 0:
+            dims.append(batch)
+        elif isinstance(d, str):
+            dims.append(int(sizes.get(d, golden.shape[i])))
+        else:
+            dims.append(int(d))
+    return tuple(dims)
+
+
+def batch_feeds(inputs: Mapping[str, np.ndarray], batch: int, sizes: Mapping[str, int] | None = None,
+                bundle: Bundle | None = None) -> dict[str, np.ndarray]:
+    """Golden inputs repeated/cut to ``batch`` rows (real data, so timings see realistic values); where another
+    axis (e.g. ``sequence``) must have a size the goldens lack, valid feeds from the bundle's I/O description
+    (ids within the vocabulary, right-padded masks) in the goldens' dtypes."""
+    if bundle is not None and sizes:
+        spec = {t["name"]: t for t in bundle.inputs}
+        want = {n: _target_shape(spec[n], batch, sizes, np.asarray(a)) for n, a in inputs.items() if n in spec}
+        if any(np.asarray(inputs[n]).shape[1:] != shape[1:] for n, shape in want.items()):
+            made = bundle.io_spec().dummy(batch, seed=0, sizes=dict(sizes))
+            return {n: np.ascontiguousarray(made[n].astype(np.asarray(a).dtype)) for n, a in inputs.items()}
     out = {}
     for name, arr in inputs.items():
         a = np.asarray(arr)
@@ -91,14 +133,20 @@ def golden_check(runner: Runner, bundle: Bundle, name: str) -> dict[str, Any]:
 
 
 def time_batches(runner: Runner, inputs: Mapping[str, np.ndarray], batches: Sequence[int], warmup: int,
-                 runs: int, threads: int | None) -> dict[str, Any]:
+                 runs: int, threads: int | None, sizes: Mapping[str, int] | None = None,
+                 bundle: Bundle | None = None) -> dict[str, Any]:
+    """Latency per batch size (keys: batch sizes) at ``sizes`` of the other axes; each entry states the
+    shape of every input it timed (``input_shapes``) and the axis sizes (``axes``)."""
     from ..bench.stats import LatencyStats
 
     out: dict[str, Any] = {}
     for b in batches:
-        seconds = runner.time(batch_feeds(inputs, b), warmup, runs)
+        feeds = batch_feeds(inputs, b, sizes, bundle)
+        seconds = runner.time(feeds, warmup, runs)
         stats = LatencyStats.from_seconds(seconds, batch=b, threads=threads if runner.backend == "onnxruntime" else None)
-        out[str(b)] = stats.to_dict() | {"samples_ms": [round(s * 1e3, 5) for s in seconds]}
+        out[str(b)] = stats.to_dict() | {"samples_ms": [round(s * 1e3, 5) for s in seconds],
+                                         "input_shapes": {n: list(a.shape) for n, a in feeds.items()},
+                                         "axes": {"batch": b, **dict(sizes or {})}}
     return out
 
 
@@ -150,10 +198,12 @@ def device_bench(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Path
                  backend: str = "auto", *, variants: Sequence[str] | None = None, threads: int | None = None,
                  trt: ModuleType | None = None, device_backend: Any = None, gpu: Any = None,
                  engine_cache: str | os.PathLike[str] | None = None, facts: dict[str, Any] | None = None,
-                 log_fn: LogFn | None = None) -> tuple[Path, Path]:
+                 log_fn: LogFn | None = None, sequence_length: int | None = None) -> tuple[Path, Path]:
     """Check and time every variant of ``bundle`` here; writes device-report.json + .md into ``out_dir``.
 
-    ``trt``/``device_backend``/``gpu``/``facts`` are injection points for tests (fake TensorRT, host memory).
+    ``sequence_length`` (text models) is the sequence axis size every batch is timed at (default: the
+    profile's optimum). ``trt``/``device_backend``/``gpu``/``facts`` are injection points for tests (fake
+    TensorRT, host memory).
     """
     from .device import device_facts
 
@@ -163,6 +213,8 @@ def device_bench(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Path
         raise OptionError(f"unknown backend {backend!r}", fix=f"pass --backend one of: {', '.join(BACKEND_CHOICES)}")
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     batches = resolve_batch_sizes(b, batch_sizes)
+    sizes = resolve_axis_sizes(b, sequence_length)
+    shape_text = "".join(f" x {k} {v}" for k, v in sizes.items())
     names = list(variants) if variants else b.variants()
     for n in names:
         b.variant(n)  # unknown names fail before any work
@@ -181,9 +233,10 @@ def device_bench(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Path
         golden = golden_check(runner, b, name)
         verdict = "matches" if golden["ok"] else "DOES NOT match"
         say(f"{name}: {runner.backend} {verdict} the golden outputs (atol {golden['tolerance']['atol']:g}, "
-            f"rtol {golden['tolerance']['rtol']:g}); timing batch {', '.join(map(str, batches))} x {runs} runs")
+            f"rtol {golden['tolerance']['rtol']:g}) on {len(golden['outputs'])} output(s); timing batch "
+            f"{', '.join(map(str, batches))}{shape_text}, {runs} runs")
         inputs, _ = b.golden(name)
-        latency = time_batches(runner, inputs, batches, warmup, runs, threads)
+        latency = time_batches(runner, inputs, batches, warmup, runs, threads, sizes, b)
         results[name] = _variant_entry(b, name, runner, golden, latency, fallback)
     from .. import __version__
 
@@ -193,8 +246,8 @@ def device_bench(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Path
         "tool": {"name": "pela-export", "version": __version__},
         "bundle": {"path": str(b.source.resolve()), "model": b.model_name, "deploy_sha256": b.deploy_sha256},
         "device": device,
-        "settings": {"batch_sizes": batches, "warmup": warmup, "runs": runs, "backend_requested": backend,
-                     "threads": threads},
+        "settings": {"batch_sizes": batches, "axes": sizes, "warmup": warmup, "runs": runs,
+                     "backend_requested": backend, "threads": threads},
         "variants": results,
     }
     validate_device_report(report, where="device-bench (internal)")

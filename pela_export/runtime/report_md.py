@@ -75,8 +75,10 @@ def render_device_markdown(report: dict[str, Any]) -> str:
         out += [f"> **Not TensorRT:** {dev['fallback_reason']}. Latencies below are ONNX Runtime's.", ""]
     out += _device_lines(dev)
     s = report.get("settings", {})
+    axes = s.get("axes") or {}
+    at = (" at " + ", ".join(f"{k} {v}" for k, v in axes.items())) if axes else ""
     out += [f"- **Bundle:** {report['bundle']['path']} (deploy.json sha256 {report['bundle']['deploy_sha256'][:12]}…)",
-            f"- **Timing:** {s.get('runs')} runs after {s.get('warmup')} warm-up per batch size; "
+            f"- **Timing:** {s.get('runs')} runs after {s.get('warmup')} warm-up per batch size{at}; "
             f"created {report['created_at']} by pela-export {report['tool']['version']}", "",
             "## Variants", "",
             "Golden check: outputs on the bundle's golden inputs vs the workstation's ONNX Runtime (CPU) outputs of "
@@ -84,7 +86,8 @@ def render_device_markdown(report: dict[str, Any]) -> str:
             "throughput in samples/s. CPU top-1 was measured on the workstation.", ""]
     head = ["variant", "backend", "golden check", "params", "ONNX", "CPU top-1"]
     for b in batches:
-        head += [f"b={b} p50/p90/p99 ms", f"b={b} samples/s"]
+        shape = f"b={b}" + "".join(f"×{v}" for v in axes.values())
+        head += [f"{shape} p50/p90/p99 ms", f"{shape} samples/s"]
     out += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     out += [_row(n, v, batches) for n, v in variants.items()]
     notes = [f"- `{n}`: {v['fallback_reason']}" for n, v in variants.items() if v.get("fallback_reason")]

@@ -14,7 +14,10 @@ from typing import Any
 
 from ..errors import ArtifactError
 
-DEPLOY_SCHEMA_VERSION = 1
+DEPLOY_SCHEMA_VERSION = 2
+#: deploy.json versions this pela-export reads: 1 (one image-style input, profiles only; bundles made before
+#: named multi-input I/O) and 2 (full I/O description: roles, value ranges, axes; tokenizer for text models).
+DEPLOY_SCHEMA_READABLE = (1, 2)
 DEPLOY_KIND = "pela-export-bundle"
 DEVICE_REPORT_SCHEMA_VERSION = 1
 DEVICE_REPORT_KIND = "pela-export-device-report"
@@ -83,16 +86,18 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _check_header(c: _Checker, d: Mapping[str, Any], version: int, kind: str) -> None:
+def _check_header(c: _Checker, d: Mapping[str, Any], version: int, kind: str,
+                  readable: tuple[int, ...] = ()) -> None:
     """schema_version first: a newer/older format is one clear problem, not a cascade."""
     v = d.get("schema_version")
     if "schema_version" not in d:
         c.problems.append("key 'schema_version' is missing")
     elif isinstance(v, bool) or not isinstance(v, int):
         c.problems.append(f"key 'schema_version' is {_short(v)}, expected the integer {version}")
-    elif v != version:
+    elif v not in (readable or (version,)):
         newer = v > version
-        c.problems.append(f"schema_version is {v}, this pela-export reads schema_version {version} "
+        reads = " or ".join(str(r) for r in (readable or (version,)))
+        c.problems.append(f"schema_version is {v}, this pela-export reads schema_version {reads} "
                           f"({'written by a newer pela-export: upgrade pela-export on this machine' if newer else 'an older format'})")
     c.require(d.get("kind") == kind, f"key 'kind' is {_short(d.get('kind'))}, expected {kind!r}")
     c.get(d, "created_at", "", str)
@@ -109,7 +114,30 @@ def _check_shape(c: _Checker, shape: Any, where: str, *, symbolic: bool) -> None
                           f"{'integers or axis names' if symbolic else 'integers'}")
 
 
-def _check_io(c: _Checker, io: Mapping[str, Any]) -> None:
+def _check_int_or_null(c: _Checker, t: Mapping[str, Any], key: str, where: str) -> None:
+    v = t.get(key)
+    c.require(v is None or (isinstance(v, int) and not isinstance(v, bool)),
+              f"key '{where}.{key}' is {_short(v)}, expected an integer or null")
+
+
+def _check_axes(c: _Checker, axes: Mapping[str, Any]) -> None:
+    for name, r in axes.items():
+        where = f"io.axes.{name}"
+        if not isinstance(r, Mapping):
+            c.problems.append(f"key {where!r} is not an object")
+            continue
+        vals = [c.get(r, k, where, int) for k in ("min", "opt", "max")]
+        if all(isinstance(v, int) for v in vals):
+            c.require(1 <= vals[0] <= vals[1] <= vals[2],  # type: ignore[operator]
+                      f"key {where!r} needs 1 <= min <= opt <= max, got {vals[0]}, {vals[1]}, {vals[2]}")
+
+
+def _check_io(c: _Checker, io: Mapping[str, Any], version: int = DEPLOY_SCHEMA_VERSION) -> None:
+    """Schema 2 adds each tensor's ``role`` (inputs: ``low``/``high`` value bounds) and ``axes``."""
+    if version >= 2:
+        axes = c.get(io, "axes", "io", dict)
+        if axes is not None:
+            _check_axes(c, axes)
     for side in ("inputs", "outputs"):
         tensors = c.get(io, side, "io", list)
         if tensors is None:
@@ -125,6 +153,11 @@ def _check_io(c: _Checker, io: Mapping[str, Any]) -> None:
             shape = c.get(t, "shape", where, list)
             if shape is not None:
                 _check_shape(c, shape, f"{where}.shape", symbolic=True)
+            if version >= 2:
+                c.get(t, "role", where, str)
+                if side == "inputs":
+                    _check_int_or_null(c, t, "low", where)
+                    _check_int_or_null(c, t, "high", where)
             if side == "inputs":
                 prof = c.get(t, "profile", where, dict)
                 if prof is not None:
@@ -189,12 +222,36 @@ def _check_variant(c: _Checker, name: str, v: Any) -> None:
     c.require(level in ("all", "basic"), f"key '{where}.onnxruntime_optimization' is {_short(level)}, expected 'all' or 'basic'")
 
 
+TOKENIZER_PADDING_SIDES = ("right", "left")
+
+
+def _check_tokenizer(c: _Checker, tok: Mapping[str, Any]) -> None:
+    """deploy.json ``tokenizer`` (schema 2, text models): files in the bundle and how to pad/truncate."""
+    files = c.get(tok, "files", "tokenizer", list)
+    for i, rel in enumerate(files or []):
+        c.require(is_safe_relpath(rel), f"key 'tokenizer.files[{i}]' is {_short(rel)}, expected a relative path "
+                                        "inside the bundle")
+    main = c.get(tok, "tokenizer_json", "tokenizer", str, nullable=True)
+    if main is not None:
+        c.require(main in (files or []), f"key 'tokenizer.tokenizer_json' is {main!r}, which 'tokenizer.files' "
+                                         "does not list")
+    n = c.get(tok, "max_length", "tokenizer", int)
+    if n is not None:
+        c.require(n >= 1, f"key 'tokenizer.max_length' is {n}, expected an integer >= 1")
+    side = c.get(tok, "padding_side", "tokenizer", str)
+    if side is not None:
+        c.require(side in TOKENIZER_PADDING_SIDES, f"key 'tokenizer.padding_side' is {side!r}, expected one of "
+                                                   f"{', '.join(TOKENIZER_PADDING_SIDES)}")
+    c.get(tok, "truncation", "tokenizer", bool)
+    c.get(tok, "pad_token_id", "tokenizer", int)
+
+
 def deploy_problems(d: Any) -> list[str]:
-    """Every problem of a parsed deploy.json (empty when valid)."""
+    """Every problem of a parsed deploy.json (empty when valid); schema 1 bundles are read too."""
     c = _Checker()
     if not isinstance(d, Mapping):
         return [f"deploy.json holds {type(d).__name__}, expected a JSON object"]
-    _check_header(c, d, DEPLOY_SCHEMA_VERSION, DEPLOY_KIND)
+    _check_header(c, d, DEPLOY_SCHEMA_VERSION, DEPLOY_KIND, DEPLOY_SCHEMA_READABLE)
     if c.problems and any("schema_version" in p for p in c.problems):
         return c.problems  # another format: the remaining keys mean something else
     c.get(d, "dependencies", "", dict)
@@ -208,9 +265,14 @@ def deploy_problems(d: Any) -> list[str]:
         params = c.get(comp, "params", "compression", dict)
         for m in MODELS:
             c.get(params, m, "compression.params", int, nullable=True)
+    version = int(d["schema_version"])
     io = c.get(d, "io", "", dict)
     if io is not None:
-        _check_io(c, io)
+        _check_io(c, io, version)
+    if version >= 2:
+        tok = c.get(d, "tokenizer", "", dict, nullable=True)
+        if tok is not None:
+            _check_tokenizer(c, tok)
     c.get(d, "preprocessing", "", dict, nullable=True)
     labels = c.get(d, "labels", "", list, nullable=True)
     if labels is not None:
@@ -230,7 +292,7 @@ def _raise(problems: list[str], what: str, where: str | None, fix: str) -> None:
 
 
 def validate_deploy(d: Any, *, where: str | None = "deploy.json") -> dict[str, Any]:
-    """Return ``d`` if it is a valid schema-1 deploy.json, else ArtifactError listing every problem."""
+    """Return ``d`` if it is a valid deploy.json (schema 1 or 2), else ArtifactError listing every problem."""
     problems = deploy_problems(d)
     if problems:
         _raise(problems, "deploy.json", where, REPACKAGE_FIX)

@@ -114,6 +114,10 @@ def _check_deploy(base: Path, sums: dict[str, str]) -> list[Problem]:
         if onnx in sums and sums[onnx] != v["sha256"]:
             problems.append(Problem(onnx, "changed", f"SHA256SUMS says {sums[onnx][:12]}…, deploy.json "
                                                     f"(variants.{name}.sha256) says {v['sha256'][:12]}…"))
+    tok = deploy.get("tokenizer") if isinstance(deploy.get("tokenizer"), dict) else {}
+    for rel in tok.get("files", []):
+        if rel not in sums and not (base / rel).is_file():
+            problems.append(Problem(rel, "missing", "named by deploy.json (tokenizer.files) but not in the bundle"))
     return problems
 
 

@@ -34,7 +34,7 @@ def test_package_is_the_last_stage_and_can_be_skipped() -> None:
 def test_run_ends_with_a_complete_bundle(digits_run: Path) -> None:
     bundle = digits_run / "bundle"
     d = validate_deploy(_deploy(bundle))
-    assert d["schema_version"] == 1 and d["kind"] == "pela-export-bundle"
+    assert d["schema_version"] == 2 and d["kind"] == "pela-export-bundle"
     assert set(d["variants"]) == VARIANTS
     assert d["model"]["name"] == "digits-vit" and d["model"]["source"] == "default:digits"
     assert d["labels"] == [str(i) for i in range(10)]
@@ -45,6 +45,8 @@ def test_run_ends_with_a_complete_bundle(digits_run: Path) -> None:
     (inp,), (out,) = d["io"]["inputs"], d["io"]["outputs"]
     assert inp["name"] == "input" and inp["shape"] == ["batch", 1, 16, 16] and out["name"] == "logits"
     assert inp["profile"] == {"min": [1, 1, 16, 16], "opt": [1, 1, 16, 16], "max": [8, 1, 16, 16]}
+    assert inp["role"] == "tensor" and out["role"] == "logits" and d["io"]["axes"] == {"batch": {"min": 1, "opt": 1, "max": 8}}
+    assert d["tokenizer"] is None
     for name, v in d["variants"].items():
         onnx = bundle / v["onnx"]
         assert v["onnx"] == f"onnx/{name}.onnx" and onnx.stat().st_size == v["bytes"]
@@ -146,3 +148,81 @@ def test_package_without_a_run_names_the_missing_stage(tmp_path: Path, monkeypat
     err = capsys.readouterr().err
     assert "export" in err and "fix:" in err
     assert not (tmp_path / "empty" / "bundle").exists() and not (tmp_path / "empty" / "bundle.tar.gz").exists()
+
+
+# -- a text model: three named inputs, two outputs, a tokenizer ------------------------------------------------
+TEXT_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+
+
+@pytest.fixture(scope="module")
+def text_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from text_bundles import text_run
+
+    return text_run(tmp_path_factory.getbasetemp() / "shared-text")
+
+
+def test_text_bundle_deploy_json_has_the_full_io_and_the_tokenizer(text_run_dir: Path) -> None:
+    bundle = text_run_dir / "bundle"
+    d = validate_deploy(_deploy(bundle))
+    assert d["schema_version"] == 2 and d["preprocessing"] is None
+    io = d["io"]
+    assert [t["name"] for t in io["inputs"]] == TEXT_INPUTS
+    assert [t["role"] for t in io["inputs"]] == ["token_ids", "attention_mask", "token_type_ids"]
+    for t in io["inputs"]:
+        assert t["dtype"] == "int64" and t["shape"] == ["batch", "sequence"]
+        assert t["profile"] == {"min": [1, 1], "opt": [1, 64], "max": [8, 64]}  # sequence from the config (64 positions)
+    assert io["inputs"][0]["low"] == 0 and io["inputs"][0]["high"] > 5 and io["inputs"][1]["high"] == 2
+    assert [(o["name"], o["role"]) for o in io["outputs"]] == [("sentence_embedding", "embedding"),
+                                                              ("last_hidden_state", "hidden_state")]
+    assert io["outputs"][1]["shape"][:2] == ["batch", "sequence"]
+    assert io["axes"] == {"batch": {"min": 1, "opt": 1, "max": 8}, "sequence": {"min": 1, "opt": 64, "max": 64}}
+    assert d["tensorrt"]["build_options"]["axes"] == {"sequence": [1, 64, 64]}
+    tok = d["tokenizer"]
+    assert tok["files"] == ["tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"]
+    assert tok["tokenizer_json"] == "tokenizer/tokenizer.json" and tok["max_length"] == 64
+    assert tok["padding_side"] == "right" and tok["truncation"] is True and tok["pad_token"] == "[PAD]"
+    assert tok["lowercase"] is True and tok["model_input_names"] == TEXT_INPUTS
+    model_dir = text_run_dir.parent / "text-encoder"
+    for rel in tok["files"]:
+        assert (bundle / rel).read_bytes() == (model_dir / rel.split("/", 1)[1]).read_bytes()
+    assert verify_bundle(bundle) == [] and "tokenizer/tokenizer.json" in (bundle / "SHA256SUMS").read_text()
+
+
+def test_text_goldens_hold_every_input_and_output(text_run_dir: Path) -> None:
+    d = _deploy(text_run_dir / "bundle")
+    assert set(d["variants"]) == {"original.fp32", "compressed.fp32"}
+    for v in d["variants"].values():
+        with np.load(text_run_dir / "bundle" / v["golden"]) as z:
+            assert sorted(z.files) == sorted([f"input:{n}" for n in TEXT_INPUTS]
+                                             + ["output:sentence_embedding", "output:last_hidden_state"])
+            assert z["input:input_ids"].shape == (4, 64) and z["input:input_ids"].dtype == np.int64
+            assert z["output:last_hidden_state"].shape[:2] == (4, 64)
+
+
+def test_text_trtexec_scripts_name_every_input(text_run_dir: Path) -> None:
+    d = _deploy(text_run_dir / "bundle")
+    scripts = [text_run_dir / "bundle" / e["script"] for v in d["variants"].values() for e in v["trtexec"].values()]
+    scripts += sorted((text_run_dir / "engines").rglob("*.trtexec.sh"))  # the build stage's scripts
+    assert len(scripts) >= 2 * len(TABLE_VERSIONS)
+    for script in scripts:
+        text = script.read_text()
+        for flag, shape in (("--minShapes", "1x1"), ("--optShapes", "1x64"), ("--maxShapes", "8x64")):
+            assert f"{flag}=" + ",".join(f"{n}:{shape}" for n in TEXT_INPUTS) in text, (script, flag)
+
+
+def test_bad_profile_fails_before_the_build_reads_any_file(text_run_dir: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(text_run_dir, run)
+    model = f"hf:{text_run_dir.parent / 'text-encoder'}"
+    for profile, message in (("pixel_values:1x3x8x8", "names input 'pixel_values', which the model does not have "
+                                                      "(its inputs: input_ids, attention_mask, token_type_ids)"),
+                             ("input_ids:8x64,4x32,1x16", "min [8, 64] is larger than max [1, 16]")):
+        code = main(["build", model, "--hidden-state", "--out", str(run), "--profile", profile, "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "fix:" in err and err.count("error") <= 1, err
+    code = main(["build", model, "--hidden-state", "--out", str(run), "--profile", "input_ids:1x8,2x16,4x32",
+                 "--trt-version", "10.3", "--no-progress"])
+    assert code in (0, 2)  # 2: TensorRT absent here (the scripts are still written)
+    script = next((run / "engines" / "10.3").glob("compressed*.trtexec.sh")).read_text()
+    assert "--maxShapes=input_ids:4x32,attention_mask:4x32,token_type_ids:4x32" in script

@@ -56,13 +56,14 @@ def test_engines_built_on_the_device_are_not_extra_files(bundle_copy: Path) -> N
 
 def test_wrong_schema_version_is_named(bundle_copy: Path) -> None:
     deploy = json.loads((bundle_copy / "deploy.json").read_text())
-    deploy["schema_version"] = 2
+    deploy["schema_version"] = 3
     (bundle_copy / "deploy.json").write_text(json.dumps(deploy))
     write_sums(bundle_copy)  # even with consistent hashes, the schema is checked
     (problem,) = verify_bundle(bundle_copy)
     assert problem.path == "deploy.json" and problem.kind == "schema"
-    assert "schema_version is 2" in problem.detail and "newer pela-export" in problem.detail
-    with pytest.raises(ArtifactError, match="schema_version is 2"):
+    assert "schema_version is 3" in problem.detail and "newer pela-export" in problem.detail
+    assert "reads schema_version 1 or 2" in problem.detail  # schema-1 bundles still verify
+    with pytest.raises(ArtifactError, match="schema_version is 3"):
         Bundle.load(bundle_copy)
 
 
