@@ -12,6 +12,7 @@ Public API::
     run_variant(bundle, name, feeds=None, backend="onnxruntime") -> {output: np.ndarray}
     device_bench(bundle, out_dir, batch_sizes=None, warmup=10, runs=100, backend="auto") -> (json_path, md_path)
     validate_deploy(d), validate_device_report(d), load_device_report(path)
+    preprocess(raw_images, deploy["preprocessing"]) -> model input   (validate_preprocessing(d) -> problems)
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .bundle import Bundle, extract_archive
 from .devicebench import REPORT_JSON, REPORT_MD, device_bench
 from .device import device_facts, jetson_facts, parse_nvpmodel, parse_tegra_release
 from .engines import EngineKey, engine_cache_dir, engine_key
+from .preprocess import preprocess, validate_preprocessing
 from .schema import (
     DEPLOY_SCHEMA_VERSION,
     DEVICE_REPORT_SCHEMA_VERSION,
@@ -34,5 +36,6 @@ __all__ = [
     "Bundle", "EngineKey", "Problem",
     "choose_backend", "device_bench", "device_facts", "engine_cache_dir", "engine_key", "extract_archive",
     "jetson_facts", "load_device_report", "open_variant", "parse_nvpmodel", "parse_sums", "parse_tegra_release",
-    "run_variant", "validate_deploy", "validate_device_report", "verify_bundle", "write_sums",
+    "preprocess", "run_variant", "validate_deploy", "validate_device_report", "validate_preprocessing", "verify_bundle",
+    "write_sums",
 ]

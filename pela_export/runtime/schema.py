@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ArtifactError
+from .preprocess import validate_preprocessing
 
 DEPLOY_SCHEMA_VERSION = 2
 #: deploy.json versions this pela-export reads: 1 (one image-style input, profiles only; bundles made before
@@ -273,7 +274,8 @@ def deploy_problems(d: Any) -> list[str]:
         tok = c.get(d, "tokenizer", "", dict, nullable=True)
         if tok is not None:
             _check_tokenizer(c, tok)
-    c.get(d, "preprocessing", "", dict, nullable=True)
+    if c.get(d, "preprocessing", "", dict, nullable=True) is not None:
+        c.problems.extend(validate_preprocessing(d["preprocessing"]))
     labels = c.get(d, "labels", "", list, nullable=True)
     if labels is not None:
         c.require(all(isinstance(x, str) for x in labels), "key 'labels' must be a list of strings")
