@@ -252,8 +252,27 @@ def _from_batches(batches: Iterable[Any], model_input: ModelInput | None) -> Sou
             parts.setdefault(k, []).append(_as_model_array(k, v))
     if not parts:
         raise DatasetError("calibration source is empty (no batches)", fix="pass at least one batch")
+    padded = {k: _right_pad(k, v) for k, v in parts.items()}
     try:
-        return ArraySource({k: np.concatenate(v) for k, v in parts.items()}, spec="batches")
+        arrays = {k: np.concatenate(v) for k, (v, _) in padded.items()}
     except ValueError as exc:
         raise DatasetError(f"calibration batches do not concatenate ({exc})",
                            fix="give every batch the same per-example shape") from None
+    grown = {k: shape for k, (_, shape) in padded.items() if shape is not None}
+    note = "; ".join(f"{k} right-padded with 0 to {list(shape)}" for k, shape in grown.items())
+    return ArraySource(arrays, spec=f"batches ({note})" if note else "batches")
+
+
+def _right_pad(name: str, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], tuple[int, ...] | None]:
+    """Integer batches of different lengths (token ids, attention masks of text batches padded to
+    their own longest row) right-padded with 0 to the longest, as a tokenizer pads: a 0 mask hides
+    the added positions from the model. Float arrays are never padded (a 0 there is a value).
+    Returns the arrays and the padded per-example shape (None when nothing was padded)."""
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) < 2 or len({len(s) for s in shapes}) != 1:
+        return arrays, None
+    if not all(np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_ for a in arrays):
+        return arrays, None
+    top = tuple(max(dims) for dims in zip(*shapes, strict=True))
+    out = [np.pad(a, [(0, 0)] + [(0, t - d) for t, d in zip(top, a.shape[1:], strict=True)]) for a in arrays]
+    return out, top

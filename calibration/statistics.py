@@ -42,6 +42,7 @@ class TensorStats:
     max: float = float("-inf")
     count: int = 0
     zeros: int = 0
+    infinite: int = 0  # ±inf elements left out of every statistic (e.g. -inf attention-mask scores)
 
     @classmethod
     def empty(cls, name: str, bins: int = DEFAULT_BINS) -> TensorStats:
@@ -58,16 +59,28 @@ class TensorStats:
         return self.hist_max / self.bins
 
     def update(self, x: np.ndarray) -> None:
-        """Add one batch of values; the range doubles (merging bin pairs) until it covers them."""
-        a = np.abs(np.asarray(x, dtype=np.float32)).ravel()
-        if a.size == 0:
+        """Add one batch of values; the range doubles (merging bin pairs) until it covers them.
+
+        ±inf values are counted in ``infinite`` and left out: attention masks written as
+        ``where(mask, scores, -inf)`` produce them on purpose (Softmax makes them 0), and no
+        finite scale covers them. NaN is an error: it means broken inputs or a broken model.
+        """
+        v = np.asarray(x, dtype=np.float32).ravel()
+        if v.size == 0:
             return
-        top = float(a.max())
-        if not np.isfinite(top):
-            raise DatasetError(f"tensor {self.name!r} has NaN/Inf values on the calibration data",
+        if np.isnan(v).any():
+            raise DatasetError(f"tensor {self.name!r} has NaN values on the calibration data",
                                fix="check the calibration inputs (range, normalisation) and the FP32 model")
-        self.min = min(self.min, float(np.min(x)))
-        self.max = max(self.max, float(np.max(x)))
+        finite = np.isfinite(v)
+        if not finite.all():
+            self.infinite += int(v.size - finite.sum())
+            v = v[finite]
+            if v.size == 0:
+                return
+        a = np.abs(v)
+        top = float(a.max())
+        self.min = min(self.min, float(v.min()))
+        self.max = max(self.max, float(v.max()))
         self.absmax = max(self.absmax, top)
         self.count += int(a.size)
         nonzero = a[a > 0]
@@ -86,12 +99,12 @@ class TensorStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "absmax": self.absmax, "min": self.min, "max": self.max, "count": self.count,
-                "zeros": self.zeros, "hist_max": self.hist_max, "hist": self.hist.tolist()}
+                "zeros": self.zeros, "infinite": self.infinite, "hist_max": self.hist_max, "hist": self.hist.tolist()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorStats:
         return cls(str(d["name"]), np.asarray(d["hist"], dtype=np.int64), float(d["hist_max"]), float(d["absmax"]),
-                   float(d["min"]), float(d["max"]), int(d["count"]), int(d.get("zeros", 0)))
+                   float(d["min"]), float(d["max"]), int(d["count"]), int(d.get("zeros", 0)), int(d.get("infinite", 0)))
 
 
 @dataclass

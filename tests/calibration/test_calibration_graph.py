@@ -81,6 +81,18 @@ def test_micro_batches_and_static_batch_models() -> None:
     assert len(rows) == 4
 
 
+def test_infinite_values_are_counted_and_left_out() -> None:
+    """-inf attention-mask scores (where(mask, scores, -inf) before Softmax) are not an error."""
+    from calibration import TensorStats
+
+    s = TensorStats.empty("scores", bins=8)
+    s.update(np.array([[1.0, -np.inf], [-2.0, 0.0]], np.float32))
+    assert (s.infinite, s.count, s.zeros, s.absmax, s.min, s.max) == (1, 3, 1, 2.0, -2.0, 1.0)
+    assert TensorStats.from_dict(s.to_dict()).infinite == 1
+    s.update(np.full(3, np.inf, np.float32))
+    assert s.infinite == 4 and s.count == 3
+
+
 def test_statistics_errors() -> None:
     with pytest.raises(DatasetError, match="empty"):
         collect_statistics(tiny_graph(), [])

@@ -125,6 +125,19 @@ def test_api_arrays_and_batches() -> None:
         from_manifest(fed.manifest)
 
 
+def test_text_batches_of_different_lengths_are_right_padded() -> None:
+    """Token ids and masks of batches padded to their own longest row: padded again to the longest
+    (0 ids, 0 mask: hidden from the model); float inputs of different shapes are still an error."""
+    short = {"input_ids": np.full((2, 3), 7), "attention_mask": np.ones((2, 3), np.int64)}
+    long = {"input_ids": np.full((1, 5), 8), "attention_mask": np.ones((1, 5), np.int64)}
+    fed = from_feeds([short, long])
+    assert fed.manifest.inputs == {"input_ids": [3, 5], "attention_mask": [3, 5]}
+    assert fed.arrays["input_ids"][:2, 3:].tolist() == [[0, 0], [0, 0]] and fed.arrays["input_ids"][2].tolist() == [8] * 5
+    assert fed.arrays["attention_mask"].sum(axis=1).tolist() == [3, 3, 5]
+    with pytest.raises(DatasetError, match="do not concatenate"):
+        from_feeds([{"x": np.zeros((2, 3), np.float32)}, {"x": np.zeros((2, 4), np.float32)}])
+
+
 @pytest.mark.parametrize(("source", "error", "text"), [
     (np.zeros((0, 4), np.float32), DatasetError, "empty"),
     ([], DatasetError, "empty"),
