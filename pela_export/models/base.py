@@ -2,7 +2,8 @@
 verification and benchmarking need (Optimum-style per-family config)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -15,13 +16,54 @@ __all__ = ["LoadedModel", "Preprocessing", "Tolerance"]
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How raw images in [0, 1], NCHW, become model input (recorded for deployment)."""
+    """How raw images become model input, completely enough for a device to reproduce it.
+
+    Written to deploy.json and applied there by :func:`pela_export.runtime.preprocess`
+    (whose module docstring defines every step). Defaults are the pipeline used before
+    these facts were recorded: raw values already in [0, 1], squashed to ``size``
+    by bilinear interpolation without antialiasing, in float32.
+    """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     size: tuple[int, int]
     channels: int
     layout: str = "NCHW"
+    channel_order: str = ""  # "" → "gray" for 1 channel, else "RGB"
+    input_range: tuple[float, float] = (0.0, 1.0)  # raw values that map to 0 and 1
+    interpolation: str = "bilinear"
+    antialias: bool = False  # True: Pillow's resize (filter widens when shrinking)
+    resize_mode: str = "squash"  # squash | shorter_side | fit_shorter | fit_longer
+    resize_size: tuple[int, ...] = ()  # () → from size and crop_pct as timm does: floor(side / crop_pct)
+    crop_pct: float = 1.0
+    crop_offset: str = "round"  # centre-crop offset: round half to even (torchvision) | floor (Hugging Face)
+    resize_dtype: str = "float32"  # uint8: resize the raw 8-bit pixels (Pillow), then scale
+    pad_fill: tuple[float, ...] = ()  # raw value for padding when the resized image is smaller than size
+
+    def __post_init__(self) -> None:
+        if not self.channel_order:
+            object.__setattr__(self, "channel_order", "gray" if self.channels == 1 else "RGB")
+        if not self.resize_size:
+            sides = [min(self.size)] if self.resize_mode == "shorter_side" else list(self.size)
+            object.__setattr__(self, "resize_size", tuple(math.floor(s / self.crop_pct) for s in sides))
+
+    def to_dict(self) -> dict[str, Any]:
+        """deploy.json's ``preprocessing`` object (JSON-ready)."""
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Preprocessing:
+        """Read deploy.json's ``preprocessing`` (older records without the newer keys included)."""
+        from ..errors import ArtifactError
+        from ..runtime.preprocess import FIX, validate_preprocessing
+
+        problems = validate_preprocessing(d)
+        if problems:
+            raise ArtifactError("preprocessing is invalid: " + "; ".join(problems), fix=FIX, where="preprocessing")
+        names = {f.name for f in fields(cls)}
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+        return cls(**kw)
 
 
 @dataclass

@@ -116,6 +116,23 @@ RECIPES.register("fashion-mnist")(Recipe(
 ))
 
 
+#: Raw pixel range of each recipe dataset, as its loader reads it before scaling to [0, 1]
+#: (scikit-learn digits count 0..16 ink levels; Fashion-MNIST IDX files hold 0..255 bytes).
+RAW_INPUT_RANGES: dict[str, tuple[float, float]] = {"digits": (0.0, 16.0), "fashion-mnist": (0.0, 255.0)}
+
+
+def recipe_preprocessing(rec: Recipe, mean: tuple[float, ...], std: tuple[float, ...]) -> Preprocessing:
+    """What turns the recipe dataset's raw images into model input, as ``adapt_images`` does it.
+
+    Values scaled from the raw range to [0, 1] in float32, then resized to the model size by
+    ``F.interpolate(mode="bilinear", align_corners=False)`` (no antialiasing), then normalised.
+    """
+    return Preprocessing(mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
+                         size=(rec.img_size, rec.img_size), channels=rec.in_chans,
+                         input_range=RAW_INPUT_RANGES.get(rec.dataset, (0.0, 1.0)), interpolation="bilinear",
+                         antialias=False, resize_mode="squash", resize_dtype="float32")
+
+
 def get_recipe(name: str) -> Recipe:
     """The registered recipe ``name``; unknown names raise an OptionError listing the choices."""
     return RECIPES.get(name)
@@ -205,7 +222,7 @@ def train_recipe(recipe: Recipe | str, progress: bool = True, num_threads: int |
         raw_train, y_train = raw_train[:rec.train_subset], y_train[:rec.train_subset]
     mean = tuple(float(m) for m in raw_train.mean(axis=(0, 2, 3)))
     std = tuple(float(s) for s in raw_train.std(axis=(0, 2, 3)))
-    pre = Preprocessing(mean=mean, std=std, size=(rec.img_size, rec.img_size), channels=rec.in_chans)
+    pre = recipe_preprocessing(rec, mean, std)
     x_test = adapt_images(data.x_test, rec.input_shape, pre)
 
     start_time = time.perf_counter()
@@ -292,8 +309,9 @@ def _load_cached(path: Path, rec: Recipe) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model.load_state_dict(blob["state_dict"], strict=True)
         p = blob["preprocessing"]
-        pre = Preprocessing(mean=tuple(p["mean"]), std=tuple(p["std"]), size=tuple(p["size"]),
-                            channels=int(p["channels"]), layout=p.get("layout", "NCHW"))
+        if tuple(p["size"]) != (rec.img_size, rec.img_size) or int(p["channels"]) != rec.in_chans:
+            raise ValueError(f"preprocessing for {p['size']}×{p['channels']} channels")
+        pre = recipe_preprocessing(rec, tuple(float(v) for v in p["mean"]), tuple(float(v) for v in p["std"]))
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"does not match the architecture ({str(exc).splitlines()[0][:120]})") from None
     model.eval()

@@ -34,15 +34,56 @@ class LogitsOnly(nn.Module):
         return logits if logits is not None else out.last_hidden_state
 
 
+#: PIL resample codes used in preprocessor_config.json.
+_PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+def _hf_side(value: object) -> tuple[int, int] | None:
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, dict) and "height" in value and "width" in value:
+        return int(value["height"]), int(value["width"])
+    return None
+
+
+def hf_preprocessing(data: dict, size: tuple[int, int], channels: int) -> Preprocessing:
+    """The image processor described by preprocessor_config.json ``data``, for input ``size``.
+
+    Hugging Face's image processors resize the 8-bit image (``resample``; Pillow in transformers < 5,
+    torchvision since, within 2 of 255 levels of it), centre crop with a floored offset, multiply
+    by ``rescale_factor`` and normalise;
+    ``{"shortest_edge": S}`` keeps the aspect ratio, ``{"height", "width"}`` squashes;
+    ConvNeXt's ``crop_pct`` resizes the shortest edge to int(S / crop_pct) below 384.
+    """
+    mean = tuple(float(v) for v in data.get("image_mean", (0.5,) * channels))
+    std = tuple(float(v) for v in data.get("image_std", (0.5,) * channels))
+    if data.get("do_normalize") is False:
+        mean, std = (0.0,) * channels, (1.0,) * channels
+    factor = float(data.get("rescale_factor", 1 / 255)) if data.get("do_rescale", True) else 1.0
+    high = round(1.0 / factor, 6)
+    sz = data.get("size")
+    mode, resize_size, pct = "squash", size, 1.0
+    if isinstance(sz, dict) and "shortest_edge" in sz:
+        edge = int(sz["shortest_edge"])
+        mode, resize_size = "shorter_side", (edge,)
+        if "crop_pct" in data and data["crop_pct"] is not None:
+            pct = float(data["crop_pct"])
+            mode, resize_size = ("shorter_side", (int(edge / pct),)) if edge < 384 else ("squash", (edge, edge))
+    elif isinstance(sz, int) and data.get("do_center_crop"):
+        mode, resize_size = "shorter_side", (sz,)
+    elif _hf_side(sz) is not None and data.get("do_resize", True):
+        resize_size = _hf_side(sz)  # type: ignore[assignment]
+    eight_bit = high == 255.0
+    return Preprocessing(mean, std, size, channels, input_range=(0.0, high),
+                         interpolation=_PIL_RESAMPLE.get(int(data.get("resample", 2)), "bilinear"), antialias=True,
+                         resize_mode=mode, resize_size=tuple(resize_size), crop_pct=pct, crop_offset="floor",
+                         resize_dtype="uint8" if eight_bit else "float32")
+
+
 def _preprocessing(directory: Path, size: tuple[int, int], channels: int) -> Preprocessing:
-    mean: tuple[float, ...] = (0.5,) * channels
-    std: tuple[float, ...] = (0.5,) * channels
     cfg = directory / "preprocessor_config.json"
-    if cfg.is_file():
-        data = json.loads(cfg.read_text(encoding="utf-8"))
-        mean = tuple(data.get("image_mean", mean))
-        std = tuple(data.get("image_std", std))
-    return Preprocessing(mean, std, size, channels)
+    data = json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else {}
+    return hf_preprocessing(data if isinstance(data, dict) else {}, size, channels)
 
 
 def load_hf_dir(directory: str, checkpoint: str | None, user_shape: tuple[int, ...] | None) -> LoadedModel:

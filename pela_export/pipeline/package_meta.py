@@ -43,8 +43,7 @@ def preprocessing(ctx: Context) -> dict[str, Any] | None:
     pre = ctx.loaded.preprocessing
     if pre is None:
         return None
-    return {"size": list(pre.size), "mean": list(pre.mean), "std": list(pre.std), "channels": pre.channels,
-            "channel_order": "gray" if pre.channels == 1 else "RGB", "layout": pre.layout, "input_range": [0.0, 1.0]}
+    return pre.to_dict()  # every step pela_export.runtime.preprocess needs to reproduce the model's input
 
 
 def compression(comp: dict[str, Any]) -> dict[str, Any]:
