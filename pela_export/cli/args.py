@@ -163,8 +163,11 @@ def add_trt_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trt-version", help="target TensorRT for the parser check and trtexec scripts when TensorRT is "
                                          "not installed here (8.6, 10.3, 10.13, 10.16, 11.1; default: all)")
     g.add_argument("--profile", action="append", metavar="INPUT:MIN,OPT,MAX",
-                   help="optimisation profile, e.g. input:1x3x224x224,8x3x224x224,32x3x224x224 (repeatable)")
+                   help="optimisation profile for one input (repeatable), e.g. input:1x3x224x224,8x3x224x224,"
+                        "32x3x224x224, or for a text model input_ids:1x16,8x128,32x512 (inputs sharing its axes "
+                        "follow); default: batch 1/--opt-batch/--max-batch, other axes from the model's config")
     g.add_argument("--max-batch", type=int, default=8, help="max batch of the default profile (default 8)")
+    g.add_argument("--opt-batch", type=int, default=1, help="optimal batch of the default profile (default 1)")
     g.add_argument("--workspace", type=int, help="builder workspace limit in MiB")
     g.add_argument("--opt-level", type=int, help="builder optimisation level 0-5")
     g.add_argument("--timing-cache", help="timing cache file: loaded if present, saved after the build")
@@ -180,8 +183,9 @@ def _trt_config(ns: argparse.Namespace) -> Any:
     from ..tensorrt import BuildOptions, parse_profiles
 
     return BuildOptions(profiles=parse_profiles(ns.profile or []), max_batch=ns.max_batch,
-                        workspace_mib=ns.workspace, opt_level=ns.opt_level, timing_cache=ns.timing_cache, dla_core=ns.dla_core, version_compatible=ns.version_compatible,
-                        hardware_compat=ns.hardware_compat)
+                        opt_batch=getattr(ns, "opt_batch", 1), workspace_mib=ns.workspace, opt_level=ns.opt_level,
+                        timing_cache=ns.timing_cache, dla_core=ns.dla_core,
+                        version_compatible=ns.version_compatible, hardware_compat=ns.hardware_compat)
 
 
 def _train_config(ns: argparse.Namespace) -> Any:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..tolerance import Tolerance
+from .io import IOSpec, io_to_dict, single_input
 
 __all__ = ["LoadedModel", "Preprocessing", "Tolerance"]
 
@@ -89,9 +90,38 @@ class LoadedModel:
     default_dataset: str | None = None
     family: str = "generic"
     extra: dict[str, Any] = field(default_factory=dict)
+    io: IOSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.io is None:  # the classic single tensor in, single tensor out, batch axis dynamic
+            self.io = single_input(self.input_name, self.input_shape, str(self.input_dtype).replace("torch.", ""),
+                                   self.output_name, high=int(self.extra.get("vocab_size", 100)))
+
+    @property
+    def spec(self) -> IOSpec:
+        """The model's I/O description (never None after construction)."""
+        assert self.io is not None  # set in __post_init__; not user input
+        return self.io
+
+    def dummy_inputs(self, batch: int = 1, seed: int = 0, sizes: dict[str, int] | None = None) -> tuple[torch.Tensor, ...]:
+        """Valid inputs for every declared input, in ``forward`` order (single-tensor models: ``dummy_input``)."""
+        if self.spec.is_single_tensor() and sizes is None:
+            return (self.dummy_input(batch, seed),)
+        feeds = self.spec.dummy(batch, seed, sizes)
+        return tuple(torch.from_numpy(feeds[n]) for n in self.spec.input_names)
+
+    def dummy_feeds(self, batch: int = 1, seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, Any]:
+        """The same values as :meth:`dummy_inputs`, as numpy arrays by input name (ONNX Runtime feeds)."""
+        return {n: t.numpy() for n, t in zip(self.spec.input_names, self.dummy_inputs(batch, seed, sizes), strict=True)}
 
     def dummy_input(self, batch: int = 1, seed: int = 0) -> torch.Tensor:
-        """Deterministic random input of the model's shape and dtype."""
+        """Deterministic random input of the model's shape and dtype (single-input models)."""
+        if len(self.spec.inputs) != 1:
+            from ..errors import InputShapeError
+
+            raise InputShapeError(f"model {self.name!r} takes {len(self.spec.inputs)} inputs "
+                                  f"({', '.join(self.spec.input_names)}), not one tensor",
+                                  fix="this step supports single-input models only so far; use dummy_inputs()")
         g = torch.Generator().manual_seed(seed)
         shape = (batch, *self.input_shape)
         if self.input_dtype.is_floating_point:
@@ -113,4 +143,5 @@ class LoadedModel:
             "num_classes": self.num_classes,
             "preprocessing": asdict(self.preprocessing) if self.preprocessing else None,
             "tolerance": asdict(self.tolerance),
+            "io": io_to_dict(self.spec),
         }

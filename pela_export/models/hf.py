@@ -1,23 +1,23 @@
 """Hugging Face transformers models from a local directory (optional extra ``hf``).
 
 Loads offline only (``local_files_only``): pretrained weights are never
-downloaded. Vision models take pixel values shaped from the config; text
-models take token ids. The wrapper returns plain logits so every exporter and
-comparator sees one tensor.
+downloaded. Vision models take pixel values shaped from the config and return
+logits; text models take every tokenizer input with batch and sequence dynamic
+(:mod:`.hf_text`) and return logits or their declared pooled embedding.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import DependencyError, ModelSourceError
+from ..errors import DependencyError, ModelSourceError, OptionError
 from .base import LoadedModel, Preprocessing, Tolerance
 from .checkpoint import load_checkpoint
 
-TEXT_SEQ_CAP = 128
 
 
 class LogitsOnly(nn.Module):
@@ -86,8 +86,27 @@ def _preprocessing(directory: Path, size: tuple[int, int], channels: int) -> Pre
     return hf_preprocessing(data if isinstance(data, dict) else {}, size, channels)
 
 
-def load_hf_dir(directory: str, checkpoint: str | None, user_shape: tuple[int, ...] | None) -> LoadedModel:
-    """Resolve ``hf:<dir>``: a saved transformers model (config.json + weights)."""
+def _auto_class(transformers: Any, config: Any, vision: bool) -> Any:
+    """The model class the saved config declares: a head only where the checkpoint has one.
+
+    Loading a bare encoder (``BertModel``) as ``...ForSequenceClassification`` would add a
+    randomly initialised head, so the declared architecture decides.
+    """
+    archs = [str(a) for a in (getattr(config, "architectures", None) or [])]
+    if vision:
+        return transformers.AutoModelForImageClassification
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return transformers.AutoModelForSequenceClassification
+    return transformers.AutoModel
+
+
+def load_hf_dir(directory: str, checkpoint: str | None, user_shape: tuple[int, ...] | None, *,
+                max_length: int | None = None, hidden_state: bool = False) -> LoadedModel:
+    """Resolve ``hf:<dir>``: a saved transformers model (config.json + weights).
+
+    Text models: ``max_length`` caps the sequence axis (default: the config's positions,
+    at most 512); ``hidden_state`` adds the last hidden state as a second output of a bare encoder.
+    """
     try:
         import transformers
     except ImportError:
@@ -99,9 +118,8 @@ def load_hf_dir(directory: str, checkpoint: str | None, user_shape: tuple[int, .
                                fix="pass hf:DIR where DIR was written by model.save_pretrained(DIR)")
     config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
     vision = hasattr(config, "image_size") and hasattr(config, "num_channels")
-    auto = transformers.AutoModelForImageClassification if vision else transformers.AutoModelForSequenceClassification
     try:
-        model = auto.from_pretrained(path, local_files_only=True)
+        model = _auto_class(transformers, config, vision).from_pretrained(path, local_files_only=True)
     except (ValueError, KeyError):
         model = transformers.AutoModel.from_pretrained(path, local_files_only=True)
     except OSError as exc:
@@ -111,22 +129,58 @@ def load_hf_dir(directory: str, checkpoint: str | None, user_shape: tuple[int, .
     model.eval()
     name = path.resolve().name
     if vision:
+        if max_length is not None or hidden_state:
+            raise OptionError("--max-length and --hidden-state apply to text models only",
+                              fix=f"drop them for the vision model {name!r}")
         size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
         shape, origin = (tuple(user_shape), "user") if user_shape else ((config.num_channels, size, size), "config")
         pre = _preprocessing(path, (shape[-2], shape[-1]), shape[0])
-        wrapped = LogitsOnly(model, "pixel_values")
+        wrapped = LogitsOnly(model, "pixel_values").eval()
         loaded = LoadedModel(wrapped, name, f"hf:{directory}", shape, origin, preprocessing=pre,
                              num_classes=getattr(config, "num_labels", None), family="hf-vision",
                              tolerance=Tolerance(atol=1e-4, rtol=1e-3))
     else:
-        if user_shape:
-            shape, origin = tuple(user_shape), "user"
-        else:
-            seq = min(int(getattr(config, "max_position_embeddings", TEXT_SEQ_CAP)), TEXT_SEQ_CAP)
-            shape, origin = (seq,), f"config (max_position_embeddings capped at {TEXT_SEQ_CAP})"
-        loaded = LoadedModel(LogitsOnly(model, "input_ids"), name, f"hf:{directory}", shape, origin,
-                             input_name="input_ids", input_dtype=torch.int64,
-                             num_classes=getattr(config, "num_labels", None), family="hf-text",
-                             extra={"vocab_size": int(getattr(config, "vocab_size", 100))})
+        loaded = _text_model(model, config, path, name, f"hf:{directory}", user_shape, max_length, hidden_state)
     loaded.extra["checkpoint_notes"] = notes
     return loaded
+
+
+def _text_model(model: nn.Module, config: Any, path: Path, name: str, source: str,
+                user_shape: tuple[int, ...] | None, max_length: int | None, hidden_state: bool) -> LoadedModel:
+    from .hf_text import TextModel, read_pooling, sequence_range, text_inputs, text_io
+
+    head = "logits" if type(model).__name__.endswith("ForSequenceClassification") else "embedding"
+    if hidden_state and head == "logits":
+        raise OptionError(f"--hidden-state adds the encoder's last hidden state, but {name!r} is a classifier",
+                          fix="drop --hidden-state, or export the bare encoder")
+    names = text_inputs(model, path)
+    if "input_ids" not in names or "attention_mask" not in names:
+        raise ModelSourceError(f"text model {name!r} does not take input_ids and attention_mask (takes {names})",
+                               fix="export a model whose forward accepts input_ids and attention_mask")
+    seq, seq_origin = sequence_range(config, path, max_length)
+    origin = seq_origin
+    if user_shape:
+        if len(user_shape) != 1 or not 2 <= user_shape[0] <= seq.max:
+            raise OptionError(f"--input-shape {list(user_shape)} for a text model: give one sequence length "
+                              f"between 2 and {seq.max}", fix="pass --input-shape LENGTH, or --max-length N")
+        from .io import AxisRange
+
+        seq, origin = AxisRange(seq.min, user_shape[0], seq.max), "user (--input-shape: optimal sequence length)"
+    pooling = read_pooling(path) if head == "embedding" else None
+    io = text_io(names, config, seq, head, hidden_state)
+    wrapped = TextModel(model, names, head, pooling, hidden_state).eval()
+    loaded = LoadedModel(wrapped, name, source, (seq.opt,), origin, input_name="input_ids",
+                         output_name=io.output_names[0], input_dtype=torch.int64,
+                         num_classes=getattr(config, "num_labels", None) if head == "logits" else None,
+                         family="hf-text", io=io, tolerance=Tolerance(atol=1e-4, rtol=1e-3),
+                         extra={"vocab_size": int(getattr(config, "vocab_size", 100))})
+    if pooling is not None:
+        loaded.extra["pooling"] = {"mode": pooling.mode, "normalize": pooling.normalize, "origin": pooling.origin}
+    loaded.extra["tokenizer_files"] = sorted(p.name for p in path.iterdir()
+                                             if p.name in TOKENIZER_FILES)
+    return loaded
+
+
+#: Files a tokenizer needs on the device (copied into the bundle when present).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")

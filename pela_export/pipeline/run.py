@@ -28,6 +28,10 @@ def run_pipeline(cfg: RunConfig, ctx: Context | None = None) -> dict[str, Any]:
     Returns output paths and per-stage timings.
     """
     ctx = ctx or prepare(cfg)
+    if "build" not in cfg.skip:  # a bad --profile fails now, not after compress and export
+        from .build import run_build_options
+
+        run_build_options(ctx)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     steps = [("compress", compress_stage), ("export", _export_stages), ("precision", precision_stage),
