@@ -26,10 +26,10 @@ from ..data import DATASETS, ArrayDataset, adapt_images, load_dataset
 from ..data.text import is_text_spec, trim_padding
 from ..errors import DatasetError, OptionError
 from ..models.base import LoadedModel, Preprocessing
+from ..models.call import Inputs, call_model  # noqa: F401  (call_model re-exported for train/)
 from ..models.io import batch_len
 
 #: Model input of one batch: a tensor, or ``{input name: tensor}`` for multi-input (text) models.
-Inputs = torch.Tensor | Mapping[str, torch.Tensor]
 Batch = tuple[Inputs, torch.Tensor | None]
 
 
@@ -38,11 +38,6 @@ def batch_to(x: Inputs, device: torch.device | str, non_blocking: bool = True) -
     if isinstance(x, Mapping):
         return {k: v.to(device, non_blocking=non_blocking) for k, v in x.items()}
     return x.to(device, non_blocking=non_blocking)
-
-
-def call_model(model: torch.nn.Module, x: Inputs) -> object:
-    """``model(x)``, or ``model(**x)`` for ``{input name: tensor}`` batches."""
-    return model(**x) if isinstance(x, Mapping) else model(x)
 
 
 @dataclass
