@@ -112,7 +112,7 @@ def load_hf_dir(directory: str, checkpoint: str | None, user_shape: tuple[int, .
     except ImportError:
         raise DependencyError("hf: models need the transformers package",
                               fix="pip install 'pela-export[hf]'") from None
-    path = Path(directory)
+    path = Path(directory).expanduser()
     if not (path / "config.json").is_file():
         raise ModelSourceError(f"{directory!r} is not a saved transformers model (no config.json)",
                                fix="pass hf:DIR where DIR was written by model.save_pretrained(DIR)")
