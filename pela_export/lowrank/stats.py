@@ -7,7 +7,8 @@ decompositions need per-layer statistics gathered on calibration data:
 
 * ``abs_mean``: mean |x| per input channel (ASVD's channel scaling),
 * ``gram``: XᵀX / n, in×in float64 (SVD-LLM whitening; also the risk score),
-* ``fisher_rows``: per output row Σ_j (∂L/∂W_ij)², averaged over batches (FWSVD).
+* ``fisher_rows``: per output row Σ_j (∂L/∂W_ij)², averaged over batches (FWSVD),
+* ``fisher_elements``: (∂L/∂W_ij)² per weight, out×in, averaged over batches (``ewsvd``).
 
 Activation statistics come from forward pre-hooks; Fisher rows from
 ``torch.autograd.grad`` on the named weights (needs labels). Hooks, module
@@ -24,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import OptionError
+from ..models.call import Inputs, call_model
 
 ACTIVATION_STATS: frozenset[str] = frozenset({"abs_mean", "gram"})
 
@@ -39,6 +41,7 @@ class LayerStats:
     abs_mean: torch.Tensor | None = None  # (in,)
     gram: torch.Tensor | None = None  # (in, in)
     fisher_rows: torch.Tensor | None = None  # (out,)
+    fisher_elements: torch.Tensor | None = None  # (out, in)
     n_samples: int = 0  # input rows seen (all leading dims flattened)
 
 
@@ -69,12 +72,14 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
-def _inputs(batch: object) -> torch.Tensor:
-    """A batch is a tensor or an (x, y) pair; only x is fed to the model here."""
+def _inputs(batch: object) -> Inputs:
+    """A batch is inputs or an (inputs, y) pair; only the inputs (a tensor or a dict) are fed here."""
     if isinstance(batch, (tuple, list)):
         if not batch:
             raise CalibrationError("a calibration batch is empty", fix="check --calib-data")
         batch = batch[0]
+    if isinstance(batch, Mapping) and all(isinstance(v, torch.Tensor) for v in batch.values()):
+        return batch
     if not isinstance(batch, torch.Tensor):
         raise CalibrationError(f"a calibration batch is {type(batch).__name__}, expected a tensor or (x, y)",
                                fix="check --calib-data")
@@ -116,7 +121,7 @@ def collect_activation_stats(
     try:
         with _eval_mode(model), torch.no_grad():
             for batch in batches:
-                model(_inputs(batch))
+                call_model(model, _inputs(batch))
     finally:
         for h in handles:
             h.remove()
@@ -141,9 +146,12 @@ def collect_fisher(
     layer_names: Iterable[str],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    per_element: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Per output row, Σ_j (∂loss/∂W_ij)² averaged over batches (FWSVD's row importance).
 
+    With ``per_element`` the (out, in) matrix of (∂loss/∂W_ij)² is returned instead
+    (the element-wise method's weights; its row sums are the row importance).
     Gradients are taken per batch (the batch-level empirical Fisher), so small
     batches give a finer estimate. Parameter ``.grad`` fields are not touched.
     """
@@ -152,7 +160,7 @@ def collect_fisher(
     weights = [layers[n].weight for n in names]
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
-    sums = [torch.zeros(w.shape[0], dtype=torch.float64) for w in weights]
+    sums = [torch.zeros(tuple(w.shape) if per_element else w.shape[0], dtype=torch.float64) for w in weights]
     n_batches = 0
     try:
         for p in params:  # gradients only for the weights we score; activations still carry them back
@@ -163,14 +171,17 @@ def collect_fisher(
             for batch in batches:
                 if not isinstance(batch, (tuple, list)) or len(batch) < 2 or batch[1] is None:
                     raise CalibrationError(
-                        "FWSVD needs labelled calibration data (it weighs rows by loss gradients), got unlabelled batches",
+                        "FWSVD needs labelled calibration data (it weighs rows by loss gradients), got unlabelled batches"
+                        if not per_element else "--method ewsvd needs labelled calibration data (it weighs every "
+                        "weight by its loss gradient), got unlabelled batches",
                         fix="use --method asvd or --method whiten, or give labelled --calib-data")
                 x, y = batch[0], batch[1]
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(call_model(model, x), y)
                 grads = torch.autograd.grad(loss, weights, allow_unused=True)
                 for i, g in enumerate(grads):
                     if g is not None:
-                        sums[i] += g.detach().to(torch.float64).pow(2).sum(dim=1).cpu()
+                        sq = g.detach().to(torch.float64).pow(2)
+                        sums[i] += (sq if per_element else sq.sum(dim=1)).cpu()
                 n_batches += 1
     finally:
         for p, flag in zip(params, flags):
@@ -182,8 +193,15 @@ def collect_fisher(
 
 
 def with_fisher(stats: Mapping[str, LayerStats], fisher: Mapping[str, torch.Tensor]) -> dict[str, LayerStats]:
-    """New stats mapping with ``fisher_rows`` filled in (entries created for layers without activation stats)."""
+    """New stats mapping with ``fisher_rows`` filled in (entries created for layers without activation stats).
+
+    A 2-D value (``collect_fisher(..., per_element=True)``) fills ``fisher_elements``
+    and, with its row sums, ``fisher_rows`` too.
+    """
     out = dict(stats)
-    for name, rows in fisher.items():
-        out[name] = replace(out.get(name, LayerStats()), fisher_rows=rows)
+    for name, value in fisher.items():
+        if value.ndim == 2:
+            out[name] = replace(out.get(name, LayerStats()), fisher_rows=value.sum(dim=1), fisher_elements=value)
+        else:
+            out[name] = replace(out.get(name, LayerStats()), fisher_rows=value)
     return out

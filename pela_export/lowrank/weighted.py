@@ -8,6 +8,9 @@ minimising the error that matters for the model instead of ‖W − UV‖_F.
 * ``whiten`` (SVD-LLM, Wang et al. 2024): min ‖(W − UV)L‖_F with LLᵀ = XᵀX/n,
   i.e. exactly the layer's output error on the calibration inputs; the truncation
   loss equals the dropped singular values of W·L.
+* ``ewsvd`` (element-wise Fisher, :mod:`.elementwise`): min ‖√F ⊙ (W − UV)‖_F with
+  F the per-weight Fisher information; no closed form, solved by alternating
+  weighted least squares from the FWSVD solution.
 
 Each scales W, takes the plain SVD (√Σ split into both factors), and folds the
 inverse scaling into the factor on the scaled side, so exports are unchanged.
@@ -25,6 +28,8 @@ STATS_NEEDED: dict[str, tuple[str, str]] = {
                               "or use --method asvd/whiten/svd")),
     "asvd": ("abs_mean", _ACTIVATION_FIX),
     "whiten": ("gram", _ACTIVATION_FIX),
+    "ewsvd": ("fisher_elements", ("give labelled --calib-data (the element-wise method weighs every weight by "
+                                  "its loss gradients), or use --method asvd/whiten/svd")),
 }
 FLOOR = 1e-6  # relative floor on importances/scales, so the inverse scaling stays finite
 DEFAULT_ALPHA = 0.5
@@ -108,3 +113,8 @@ def whitened_svd(weight: torch.Tensor, rank: int, stats: LayerStats | None = Non
     u, v, s = split_svd(w @ chol, rank)
     v = torch.linalg.solve_triangular(chol, v, upper=False, left=False)  # solves V'·L = V
     return as_factors(u, v, s, weight.dtype)
+
+
+# Registers the element-wise weighted method (``ewsvd``, ALS from FWSVD); imported here, after the
+# names it uses exist, so every importer of the weighted methods sees it in DECOMPOSITIONS.
+from . import elementwise as _elementwise  # noqa: E402,F401

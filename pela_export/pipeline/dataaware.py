@@ -9,7 +9,9 @@ from ..lowrank.select import select_linears
 from .calib import calibration_data
 from .context import Context, log
 
-WEIGHTED_METHODS = {"fwsvd": {"abs_mean", "gram"}, "asvd": {"abs_mean"}, "whiten": {"gram"}}
+WEIGHTED_METHODS = {"fwsvd": {"abs_mean", "gram"}, "asvd": {"abs_mean"}, "whiten": {"gram"},
+                    "ewsvd": {"abs_mean", "gram"}}
+FISHER_METHODS = {"fwsvd": False, "ewsvd": True}  # method -> Fisher per element (else per row)
 CALIB_BATCH = 32
 
 
@@ -28,14 +30,15 @@ def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | No
     if not need and not sensitivity:
         return kwargs, None
     why = f"--method {cfg.method}" if cfg.method != "svd" else f"--rank-policy {cfg.rank_policy}" if sensitivity else "risk scores"
-    labelled = cfg.method == "fwsvd" or (sensitivity and cfg.sensitivity_loss == "task")
+    labelled = cfg.method in FISHER_METHODS or (sensitivity and cfg.sensitivity_loss == "task")
     calib = calibration_data(ctx, cfg.calib_samples, labelled=labelled, why=why)
     names = [n for n, _ in select_linears(model, cfg.include, cfg.exclude)]
     if need:
         log(f"collecting calibration statistics ({', '.join(sorted(need))}) on {calib.source}")
         stats = collect_activation_stats(model, names, calib.batches(CALIB_BATCH), need=need & {"abs_mean", "gram"})
-        if cfg.method == "fwsvd":
-            stats = with_fisher(stats, collect_fisher(model, names, calib.batches(CALIB_BATCH)))
+        if cfg.method in FISHER_METHODS:
+            stats = with_fisher(stats, collect_fisher(model, names, calib.batches(CALIB_BATCH),
+                                                      per_element=FISHER_METHODS[cfg.method]))
         kwargs["stats"] = stats
     if sensitivity:
         from ..lowrank.probes import PROBES
