@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..models.io import batch_len
 from ..precision.registry import Feeds, PrecisionResult
 from .bench import EVAL_BATCH, deployed_onnx
 from .calib import calibration_data
@@ -43,33 +44,48 @@ def converter_options(ctx: Context, precision: str) -> dict[str, Any]:
 
 
 def calibration_feeds(ctx: Context) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
-    """The seeded calibration selection as ONNX feeds (input name → batch), plus its description."""
+    """The seeded calibration selection as ONNX feeds (every input name → batch), plus its description.
+
+    Without a dataset the feeds are valid random inputs of every input (token ids in the
+    vocabulary, right-padded attention masks), never one float tensor for a text model.
+    """
     calib = calibration_data(ctx, ctx.cfg.calib_samples, labelled=False, why="--precision (calibration)")
-    feeds = [{ctx.loaded.input_name: x.numpy()} for x, _ in calib.batches(CALIB_BATCH)]
-    return feeds, calib.describe()
+    return calib.feeds(CALIB_BATCH, ctx.loaded.spec.input_names), calib.describe()
+
+
+def compared_output(ctx: Context) -> tuple[str, str]:
+    """(name, role) of the output variants are scored on: the model's first declared output."""
+    first = ctx.loaded.spec.outputs[0]
+    return first.name, first.role
 
 
 def fp32_logits(ctx: Context, src: Path, data: EvalData) -> np.ndarray:
-    """Reference logits of an FP32 ONNX file on the evaluation data (ONNX Runtime, full optimisation)."""
+    """Reference outputs (the first declared output: logits or an embedding) of an FP32 ONNX file on
+    the evaluation data (ONNX Runtime, full optimisation)."""
     from ..bench import collect_logits_onnx
 
-    return collect_logits_onnx(src, ctx.loaded.input_name, data.x, EVAL_BATCH, threads=ctx.cfg.threads)
+    return collect_logits_onnx(src, ctx.loaded.spec.input_names, data.x, EVAL_BATCH,
+                               output_name=compared_output(ctx)[0], threads=ctx.cfg.threads)
 
 
 def measure_variant(ctx: Context, src: Path, dst: Path, precision: str, options: dict[str, Any],
                     feeds: Feeds, data: EvalData, ref: np.ndarray) -> tuple[PrecisionResult, np.ndarray, dict[str, Any]]:
-    """Convert ``src`` → ``dst`` and score the variant's logits against the FP32 ``ref`` logits.
+    """Convert ``src`` → ``dst`` and score the variant's first output against the FP32 ``ref`` outputs.
 
-    Returns (conversion result, variant logits, accuracy/agreement record).
+    Logits: top-1 (with labels), agreement, cosine; an embedding: cosine and nearest-neighbour
+    agreement. Returns (conversion result, variant outputs, accuracy/agreement record).
     """
-    from ..bench import collect_logits_onnx, evaluate_logits
+    from ..bench import collect_logits_onnx
+    from ..bench.outputs import evaluate_outputs
     from ..precision import PRECISIONS
 
     result = PRECISIONS.get(precision)(src, dst, calib=feeds, options=options)
     level = ORT_LEVEL.get(precision, "all")
-    logits = collect_logits_onnx(dst, ctx.loaded.input_name, data.x, EVAL_BATCH, threads=ctx.cfg.threads,
-                                 optimization=level)
-    accuracy = evaluate_logits(ref, logits, data.labels, num_classes=data.num_classes)
+    name, role = compared_output(ctx)
+    logits = collect_logits_onnx(dst, ctx.loaded.spec.input_names, data.x, EVAL_BATCH, output_name=name,
+                                 threads=ctx.cfg.threads, optimization=level)
+    accuracy = evaluate_outputs(ref, logits, role, data.labels, num_classes=data.num_classes)
+    accuracy["output"] = name
     accuracy["onnxruntime_optimization"] = level
     return result, logits, accuracy
 
@@ -77,6 +93,7 @@ def measure_variant(ctx: Context, src: Path, dst: Path, precision: str, options:
 def precision_stage(ctx: Context) -> dict[str, Any]:
     """Write every requested variant of every FP32 ONNX file and measure it; returns the stage record."""
     from ..bench import onnx_file_size
+    from ..bench.outputs import agreement_summary
 
     cfg = ctx.cfg
     precisions = [p for p in cfg.precisions if p != "fp32"]
@@ -89,7 +106,7 @@ def precision_stage(ctx: Context) -> dict[str, Any]:
     feeds, calib = calibration_feeds(ctx)
     record["calibration"] = calib
     data = evaluation_data(ctx)
-    record["evaluation"] = {"data": data.source, "samples": int(len(data.x))}
+    record["evaluation"] = {"data": data.source, "samples": batch_len(data.x), "output": compared_output(ctx)[0]}
     for model, src in fp32.items():
         ref = fp32_logits(ctx, src, data)
         for precision in precisions:
@@ -103,7 +120,7 @@ def precision_stage(ctx: Context) -> dict[str, Any]:
                                         "onnx_bytes": onnx_file_size(dst).bytes, "accuracy": accuracy,
                                         "conversion": result.to_dict()}
             top1 = accuracy.get("top1_candidate")
-            log(f"  {name}: agreement with fp32 {accuracy['top1_agreement']:.2%}"
+            log(f"  {name}: {agreement_summary(accuracy)}"
                 + (f", top-1 {top1:.2%} (fp32 {accuracy['top1_reference']:.2%})" if top1 is not None else ""))
     ctx.save_record("precision", record)
     return record
