@@ -6,12 +6,12 @@ from typing import Any
 
 import torch
 
-from ..bench import (VariantBenchmark, bench_latency_grid, collect_logits_onnx, count_flops, count_params,
-                     evaluate_logits, onnx_file_size)
+from ..bench import VariantBenchmark, bench_latency_grid, count_flops, count_params, onnx_file_size
+from ..bench.shapes import BenchShapes, bench_shapes
 from ..export import count_onnx_params, load_onnx
 from ..errors import ArtifactError
 from .context import Context, log
-from .evaldata import evaluation_data
+from .evaldata import accuracy_record
 
 EVAL_BATCH = 64
 
@@ -44,7 +44,24 @@ def recorded_precision_variants(ctx: Context, needed_by: str) -> dict[str, tuple
     return out
 
 
-def _precision_latency(ctx: Context) -> dict[str, dict[str, Any]]:
+def shapes_for(ctx: Context) -> BenchShapes:
+    """The shapes every timing and the FLOP count of this run use (stated in the report)."""
+    return bench_shapes(ctx.loaded.spec, ctx.cfg.batch_sizes)
+
+
+def example_inputs(ctx: Context, shapes: BenchShapes, batch: int) -> tuple[torch.Tensor, ...]:
+    """Seeded inputs at ``batch`` and the stated shapes, one tensor per model input in ``forward`` order.
+
+    A single-tensor model gets :meth:`LoadedModel.dummy_input` exactly as before; other models
+    valid values of every input (token ids in the vocabulary, right-padded masks).
+    """
+    loaded = ctx.loaded
+    if loaded.spec.is_single_tensor() and not shapes.sizes:
+        return (loaded.dummy_input(batch),)
+    return loaded.dummy_inputs(batch, seed=0, sizes=dict(shapes.sizes))
+
+
+def _precision_latency(ctx: Context, shapes: BenchShapes) -> dict[str, dict[str, Any]]:
     """ONNX Runtime CPU latency of every precision variant the precision stage wrote (all batch sizes).
 
     Timed at the full optimisation level, the way a CPU deployment would run them
@@ -54,12 +71,14 @@ def _precision_latency(ctx: Context) -> dict[str, dict[str, Any]]:
     from ..bench import bench_onnxruntime
 
     cfg = ctx.cfg
+    names = ctx.loaded.spec.input_names
     out: dict[str, dict[str, Any]] = {}
     for name, (onnx, _) in recorded_precision_variants(ctx, needed_by="bench").items():
-        log(f"benchmarking {name} (ONNX Runtime CPU): batch sizes {list(cfg.batch_sizes)}")
-        out[name] = {str(b): bench_onnxruntime(onnx, ctx.loaded.input_name, ctx.loaded.dummy_input(b).numpy(),
-                                               cfg.warmup, cfg.runs, cfg.threads).to_dict()
-                     for b in cfg.batch_sizes}
+        log(f"benchmarking {name} (ONNX Runtime CPU): {', '.join(shapes.describe(b) for b in cfg.batch_sizes)}")
+        out[name] = {}
+        for b in cfg.batch_sizes:
+            feeds = {n: t.numpy() for n, t in zip(names, example_inputs(ctx, shapes, b), strict=True)}
+            out[name][str(b)] = bench_onnxruntime(onnx, None, feeds, cfg.warmup, cfg.runs, cfg.threads).to_dict()
     return out
 
 
@@ -67,34 +86,30 @@ def bench_stage(ctx: Context) -> dict[str, Any]:
     cfg = ctx.cfg
     onnx_paths = deployed_onnx(ctx)
     device = torch.device(cfg.device)
+    shapes = shapes_for(ctx)
     models = {"original": ctx.original(), "compressed": ctx.compressed()}
     benchmarks: dict[str, Any] = {}
     for variant, model in models.items():
         path = onnx_paths[variant]
-        log(f"benchmarking {variant}: batch sizes {list(cfg.batch_sizes)}, {cfg.runs} runs after {cfg.warmup} warm-up")
-        flops = count_flops(model, ctx.loaded.dummy_input(1))
+        log(f"benchmarking {variant}: {', '.join(shapes.describe(b) for b in cfg.batch_sizes)}, "
+            f"{cfg.runs} runs after {cfg.warmup} warm-up")
+        flops = count_flops(model, example_inputs(ctx, shapes, 1))
         model_dev = model.to(device)
-        grid = bench_latency_grid(model_dev, path, ctx.loaded.input_name,
-                                  lambda b: ctx.loaded.dummy_input(b).to(device), cfg.batch_sizes,
-                                  cfg.warmup, cfg.runs, cfg.threads)
+        grid = bench_latency_grid(model_dev, path, ctx.loaded.spec.input_names,
+                                  lambda b: tuple(t.to(device) for t in example_inputs(ctx, shapes, b)),
+                                  cfg.batch_sizes, cfg.warmup, cfg.runs, cfg.threads)
         model.to("cpu")
         benchmarks[variant] = VariantBenchmark(
             params_torch=count_params(model), params_onnx=count_onnx_params(load_onnx(path, check=False)), flops=flops,
             onnx_size=onnx_file_size(path), latency=grid["latency"], threads=grid["threads"])
-    data = evaluation_data(ctx)
-    log(f"evaluating accuracy with ONNX Runtime on {data.source}")
-    logits = {v: collect_logits_onnx(p, ctx.loaded.input_name, data.x, EVAL_BATCH, threads=cfg.threads)
-              for v, p in onnx_paths.items()}
-    accuracy = evaluate_logits(logits["original"], logits["compressed"], data.labels,
-                               num_classes=data.num_classes)
-    accuracy.update({"backend": "onnxruntime", "data": data.source})
     record = {
-        "precision_latency": _precision_latency(ctx),
+        "precision_latency": _precision_latency(ctx, shapes),
         "device": cfg.device,
+        "shapes": shapes.to_dict(),
         "onnxruntime_session": {"provider": "CPUExecutionProvider", "graph_optimization": "all",
                                 "execution_mode": "sequential", "intra_op_spinning": False},
         "benchmarks": {k: v.to_dict() for k, v in benchmarks.items()},
-        "accuracy": accuracy,
+        "accuracy": accuracy_record(ctx, onnx_paths, EVAL_BATCH, threads=cfg.threads),
         "onnx": {k: str(v) for k, v in onnx_paths.items()},
     }
     ctx.save_record("bench", record)
