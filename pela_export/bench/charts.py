@@ -16,6 +16,7 @@ from typing import Any
 
 from .._io import atomic_path, ensure_writable_dir
 from ..errors import DependencyError
+from .shapes import shape_label
 from .variants import MODELS, pick_batch, variant_rows
 
 DPI = 100
@@ -199,7 +200,8 @@ def _latency_chart(report: Mapping[str, Any]) -> Any | None:
     batches = sorted(by_batch, key=lambda b: (not b.isdigit(), int(b) if b.isdigit() else 0, b))
     fig = new_figure(4.5 * len(batches), 4.0)
     for ax, batch in zip(fig.subplots(1, len(batches), squeeze=False)[0], batches):
-        latency_panel(ax, by_batch[batch], f"batch {batch}")
+        label = shape_label(report.get("shapes"), batch)
+        latency_panel(ax, by_batch[batch], f"batch {batch}" if label.startswith("b=") else label)
     fig.suptitle(f"{(report.get('model') or {}).get('name', '')}: {TITLES['latency']} (workstation CPU)", fontsize=10)
     return fig
 

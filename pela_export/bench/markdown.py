@@ -73,6 +73,7 @@ def _comparison(report: Mapping[str, Any]) -> list[str]:
         rows.append([_esc(r.get("metric", "")), fmt(r.get("original"), kind), fmt(r.get("compressed"), kind),
                      fmt(r.get("ratio"), "ratio")])
     lines = ["## Original vs compressed", ""]
+    lines += _measured_at(report.get("shapes"))
     lines += table(["Metric", "Original", "Compressed", "Compressed / original"], rows)
     threads = []
     for variant in ("original", "compressed"):
@@ -84,6 +85,38 @@ def _comparison(report: Mapping[str, Any]) -> list[str]:
     if settings:
         lines += ["Settings: " + ", ".join(f"{k}={fmt(v)}" for k, v in settings.items()) + ".", ""]
     return lines
+
+
+def _measured_at(shapes: Mapping[str, Any] | None) -> list[str]:
+    """One sentence naming the shapes latency, throughput and FLOPs were measured at (models with
+    dynamic axes besides the batch, e.g. text: ``batch 1 × sequence 128``)."""
+    if not shapes or not shapes.get("axes"):
+        return []
+    lat, thr, flops = (shapes.get(k) or {} for k in ("latency", "throughput", "flops"))
+    origin = "; ".join(f"{_esc(k)}: {_esc(v)}" for k, v in (shapes.get("axes_origin") or {}).items())
+    return [f"Measured at: latency {_esc(lat.get('description', '?'))}, throughput {_esc(thr.get('description', '?'))}, "
+            f"FLOPs {_esc(flops.get('description', '?'))}" + (f" ({origin})" if origin else "") + ".", ""]
+
+
+def _io_facts(model: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Input/Output header lines: the classic one-tensor line, or every named input and output."""
+    io = model.get("io") if isinstance(model.get("io"), Mapping) else None
+    inputs, outputs = list((io or {}).get("inputs") or []), list((io or {}).get("outputs") or [])
+    axes = (io or {}).get("axes") or {}
+    named = [a for a in axes if a != "batch"]
+    if io is None or (len(inputs) == 1 and len(outputs) == 1 and not named):
+        return [("Input", f"{model.get('input_name', '?')} {fmt(model.get('input_shape'), 'shape')} "
+                          f"({model.get('input_dtype', '?')}, shape from {model.get('input_shape_origin', '?')})"),
+                ("Output", model.get("output_name"))]
+
+    def dims(t: Mapping[str, Any]) -> str:
+        return "[" + ", ".join(str(d) for d in t.get("shape") or []) + "]"
+
+    ranges = ", ".join(f"{a} {axes[a].get('min')}..{axes[a].get('max')} (opt {axes[a].get('opt')})"
+                       for a in axes if isinstance(axes[a], Mapping))
+    return [("Inputs", "; ".join(f"{t.get('name')} {t.get('dtype')} {dims(t)}" for t in inputs)
+             + (f" — dynamic axes: {ranges}" if ranges else "")),
+            ("Outputs", "; ".join(f"{t.get('name')} ({t.get('role')}) {dims(t)}" for t in outputs))]
 
 
 def _accuracy(acc: Mapping[str, Any] | None) -> list[str]:
@@ -168,9 +201,7 @@ def _header(report: Mapping[str, Any]) -> list[str]:
     lines = [f"# PELA export report: {_esc(model.get('name', '?'))}", ""]
     facts = [
         ("Source", model.get("source")), ("Family", model.get("family")),
-        ("Input", f"{model.get('input_name', '?')} {fmt(model.get('input_shape'), 'shape')} "
-                  f"({model.get('input_dtype', '?')}, shape from {model.get('input_shape_origin', '?')})"),
-        ("Output", model.get("output_name")),
+        *_io_facts(model),
         ("Compression ratio", fmt(comp.get("ratio")) if comp.get("ratio") is not None else None),
         ("Parameters (whole model)", f"{fmt(params.get('original'))} → {fmt(params.get('compressed'))}"
          if params else None),

@@ -10,6 +10,7 @@ from typing import Any
 
 from .markdown import DASH, _esc, fmt, table
 from .stage_summary import relative_to
+from .shapes import shape_label
 from .variants import canonical, variant_order, variant_rows
 
 
@@ -49,9 +50,14 @@ def precision_section(report: Mapping[str, Any]) -> list[str]:
     if facts:
         lines += ["Each variant is compared with the FP32 graph of the same model; " + "; ".join(facts) + ".", ""]
     with_mean = any(r["mean_abs_err"] is not None for r in rows)
-    headers = ["Variant", "Params", "ONNX MB", "Top-1", "Δ vs FP32 (points)", "Top-1 agreement", "Max abs logit err"]
-    headers += ["Mean abs logit err"] if with_mean else []
-    headers += ["p50 ms (b=1, CPU)", "Nodes kept FP32", "Nodes quantized / FP16", "ORT optimization"]
+    embedding = any(r.get("cosine_mean") is not None for r in rows)
+    what = "output" if embedding else "logit"
+    headers = ["Variant", "Params", "ONNX MB", "Top-1", "Δ vs FP32 (points)",
+               "Agreement (top-1 / nearest neighbour)" if embedding else "Top-1 agreement", f"Max abs {what} err"]
+    headers += [f"Mean abs {what} err"] if with_mean else []
+    headers += ["Mean cosine vs FP32"] if embedding else []
+    headers += [f"p50 ms ({shape_label(report.get('shapes'), 1)}, CPU)", "Nodes kept FP32", "Nodes quantized / FP16",
+                "ORT optimization"]
     body = []
     for r in rows:
         fp32 = r["precision"] == "fp32"
@@ -59,6 +65,7 @@ def precision_section(report: Mapping[str, Any]) -> list[str]:
                  "reference" if fp32 else _points(r["delta_points"]),
                  "reference" if fp32 else _pct(r["agreement"]), DASH if fp32 else _err(r["max_abs_err"])]
         cells += [DASH if fp32 else _err(r["mean_abs_err"])] if with_mean else []
+        cells += [DASH if fp32 or r.get("cosine_mean") is None else f"{float(r['cosine_mean']):.6f}"] if embedding else []
         b1 = r["latency"].get("1") if isinstance(r["latency"].get("1"), Mapping) else {}
         cells += [fmt(b1.get("p50_ms")) if b1.get("p50_ms") is not None else DASH,
                   fmt(r["kept_fp32"]), fmt(r["lowered_nodes"]), fmt(r["ort_level"])]

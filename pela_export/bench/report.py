@@ -29,7 +29,10 @@ if TYPE_CHECKING:  # annotations only: report/merge stay importable without torc
     from .flops import FlopCount
     from .sizes import OnnxFileSize
 
-REPORT_SCHEMA_VERSION = 1
+#: 2: ``model.io`` (named inputs/outputs, dynamic axes) and ``shapes`` (the input shapes latency,
+#: throughput and FLOPs were measured at). Version 1 reports are still read (:func:`upgrade_report`).
+REPORT_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 TOOL_NAME = "pela-export"
@@ -38,15 +41,17 @@ BACKENDS = ("onnxruntime", "torch_eager")
 
 #: Top-level keys in the order they are written.
 REPORT_KEYS = ("schema_version", "tool", "model", "settings", "compression", "structured", "export", "verification",
-               "benchmarks", "comparison", "accuracy", "precision", "build", "charts", "automatic_choices",
+               "benchmarks", "shapes", "comparison", "accuracy", "precision", "build", "charts", "automatic_choices",
                "environment", "artifacts")
 #: Keys a report may lack (older reports, skipped stages) or hold as null; an object when set.
-OPTIONAL_OBJECT_KEYS = ("precision", "build", "charts", "structured")
+OPTIONAL_OBJECT_KEYS = ("precision", "build", "charts", "structured", "shapes")
 #: Keys whose absence makes a report unusable (``accuracy`` may be null but must exist).
 REQUIRED_KEYS = ("schema_version", "tool", "model", "compression", "export", "verification",
                  "benchmarks", "comparison", "accuracy", "automatic_choices", "environment")
 REQUIRED_NESTED = (("tool", "version"), ("model", "name"), ("compression", "ratio"),
                    ("compression", "layers"), ("benchmarks", "original"), ("benchmarks", "compressed"))
+#: Required from schema version 2 on.
+REQUIRED_NESTED_V2 = (("model", "io"),)
 VARIANT_KEYS = ("params", "flops", "onnx_size", "latency", "threads")
 
 
@@ -204,15 +209,24 @@ def _row(metric: str, key: str, original: Any, compressed: Any, ratio: bool = Tr
             "ratio": _ratio(original, compressed) if ratio else None}
 
 
-def build_comparison(benchmarks: Mapping[str, Any], accuracy: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Side-by-side rows (metric | original | compressed | compressed/original) for the table."""
+def build_comparison(benchmarks: Mapping[str, Any], accuracy: Mapping[str, Any] | None,
+                     shapes: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Side-by-side rows (metric | original | compressed | compressed/original) for the table.
+
+    ``shapes`` (the bench stage's record) names the measured shapes in the labels of a model
+    with more dynamic axes than the batch: ``onnxruntime batch 1 × sequence 128 p50 (ms)``.
+    """
+    from .shapes import shape_label
+
     orig, comp = benchmarks.get("original", {}), benchmarks.get("compressed", {})
+    axes = (shapes or {}).get("axes") or {}
+    at = f" ({', '.join(f'{k} {v}' for k, v in axes.items())})" if axes else ""
     rows = [
         _row("Parameters (PyTorch)", "params.torch", _get(orig, ["params", "torch"]), _get(comp, ["params", "torch"])),
         _row("Parameters (ONNX)", "params.onnx", _get(orig, ["params", "onnx"]), _get(comp, ["params", "onnx"])),
-        _row("FLOPs / sample", "flops.flops_per_sample",
+        _row(f"FLOPs / sample{at}", "flops.flops_per_sample",
              _get(orig, ["flops", "flops_per_sample"]), _get(comp, ["flops", "flops_per_sample"])),
-        _row("MACs / sample", "flops.macs_per_sample",
+        _row(f"MACs / sample{at}", "flops.macs_per_sample",
              _get(orig, ["flops", "macs_per_sample"]), _get(comp, ["flops", "macs_per_sample"])),
         _row("ONNX file size (MB)", "onnx_size.mb", _get(orig, ["onnx_size", "mb"]), _get(comp, ["onnx_size", "mb"])),
     ]
@@ -225,15 +239,19 @@ def build_comparison(benchmarks: Mapping[str, Any], accuracy: Mapping[str, Any] 
             for stat, label in (("p50_ms", "p50 (ms)"), ("p90_ms", "p90 (ms)"), ("p99_ms", "p99 (ms)"),
                                 ("throughput", "throughput (samples/s)")):
                 path = [backend, batch, stat]
-                rows.append(_row(f"{backend} b={batch} {label}", f"latency.{backend}.{batch}.{stat}",
+                rows.append(_row(f"{backend} {shape_label(shapes, batch)} {label}", f"latency.{backend}.{batch}.{stat}",
                                  _get(lat_o, path), _get(lat_c, path)))
     if accuracy:
+        embedding = accuracy.get("scoring") == "embedding_probe" or accuracy.get("comparison") == "embedding"
         rows.append(_row("Top-1 accuracy", "accuracy.top1", accuracy.get("top1_reference"),
                          accuracy.get("top1_candidate")))
         rows.append(_row("Top-1 agreement with original", "accuracy.top1_agreement", None,
                          accuracy.get("top1_agreement"), ratio=False))
-        rows.append(_row("Mean logit cosine vs original", "accuracy.cosine_mean", None,
-                         accuracy.get("cosine_mean"), ratio=False))
+        if accuracy.get("neighbour_agreement") is not None:
+            rows.append(_row("Nearest-neighbour agreement with original", "accuracy.neighbour_agreement", None,
+                             accuracy.get("neighbour_agreement"), ratio=False))
+        rows.append(_row(f"Mean {'embedding' if embedding else 'logit'} cosine vs original", "accuracy.cosine_mean",
+                         None, accuracy.get("cosine_mean"), ratio=False))
     return rows
 
 
@@ -244,7 +262,8 @@ def build_report(*, model: Mapping[str, Any], compression: Mapping[str, Any], ex
                  environment: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None,
                  artifacts: Mapping[str, Any] | None = None, precision: Mapping[str, Any] | None = None,
                  build: Mapping[str, Any] | None = None, charts: Mapping[str, Any] | None = None,
-                 structured: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 structured: Mapping[str, Any] | None = None, shapes: Mapping[str, Any] | None = None,
+                 io: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the report dict (validated) from each stage's results.
 
     ``model`` is ``LoadedModel.describe()``; ``compression`` holds ``ratio``,
@@ -254,6 +273,9 @@ def build_report(*, model: Mapping[str, Any], compression: Mapping[str, Any], ex
     ``build`` are the condensed stage records (:mod:`.stage_summary`), None when
     the stage did not run; ``charts`` is the :mod:`.charts` record; ``structured`` the
     :func:`~.markdown_structured.summarize_structured` object of a ``--structure`` run.
+    ``shapes`` is the bench stage's record of the measured input shapes; ``io`` the model's
+    I/O description (``io_to_dict``), stored as ``model.io`` (taken from ``model`` when it has one,
+    else one input ``model.input_name`` with a dynamic batch).
     """
     missing = [v for v in VARIANTS if v not in benchmarks]
     if missing:
@@ -261,20 +283,26 @@ def build_report(*, model: Mapping[str, Any], compression: Mapping[str, Any], ex
                             fix="benchmark both the original and the compressed model before reporting")
     bench = {v: _variant(benchmarks[v]) for v in VARIANTS}
     acc = to_plain(accuracy)
+    model_d = to_plain(model) or {}
+    if io is not None:
+        model_d["io"] = to_plain(io)
+    model_d.setdefault("io", io_of_v1_model(model_d))
+    shapes_d = to_plain(shapes)
     comp = to_plain(compression) or {}
     comp.setdefault("layers", [])
     comp.setdefault("totals", {})
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "tool": {"name": TOOL_NAME, "version": tool_version()},
-        "model": to_plain(model),
+        "model": model_d,
         "settings": to_plain(settings) or {},
         "compression": comp,
         "structured": to_plain(structured),
         "export": to_plain(export) or {},
         "verification": to_plain(verification) or {},
         "benchmarks": bench,
-        "comparison": build_comparison(bench, acc),
+        "shapes": shapes_d,
+        "comparison": build_comparison(bench, acc, shapes_d),
         "accuracy": acc,
         "precision": to_plain(precision),
         "build": to_plain(build),
@@ -299,13 +327,14 @@ def validate_report(d: Any) -> dict[str, Any]:
     if "schema_version" not in d:
         raise _missing("schema_version")
     version = d["schema_version"]
-    if version != REPORT_SCHEMA_VERSION:
-        raise ArtifactError(f"report schema_version is {version!r}, this tool reads {REPORT_SCHEMA_VERSION}",
+    if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
+        raise ArtifactError(f"report schema_version is {version!r}, this tool reads "
+                            f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}",
                             fix="regenerate the report with this version of pela-export (or use the matching version)")
     for key in REQUIRED_KEYS:
         if key not in d:
             raise _missing(key)
-    for path in REQUIRED_NESTED:
+    for path in REQUIRED_NESTED + (REQUIRED_NESTED_V2 if version >= 2 else ()):
         parent = _get(d, path[:-1])
         if not isinstance(parent, Mapping) or path[-1] not in parent:
             raise _missing(".".join(path))
@@ -327,7 +356,35 @@ def validate_report(d: Any) -> dict[str, Any]:
     if not isinstance(d["compression"]["layers"], list):
         raise ArtifactError("report key 'compression.layers' must be a list",
                             fix="re-run the full pipeline to regenerate report.json")
+    io = _get(d, ["model", "io"])
+    if io is not None and not (isinstance(io, Mapping) and isinstance(io.get("inputs"), list)
+                               and isinstance(io.get("outputs"), list)):
+        raise ArtifactError("report key 'model.io' must be an object with 'inputs' and 'outputs' lists",
+                            fix="re-run the full pipeline to regenerate report.json")
     return d  # type: ignore[return-value]
+
+
+def io_of_v1_model(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The I/O description a version-1 report implies: its one input (batch dynamic) and one output."""
+    shape = model.get("input_shape") if isinstance(model.get("input_shape"), list) else []
+    return {"inputs": [{"name": str(model.get("input_name") or "input"), "dtype": str(model.get("input_dtype") or "float32"),
+                        "shape": ["batch", *shape], "role": "tensor"}],
+            "outputs": [{"name": str(model.get("output_name") or "logits"), "dtype": "float32", "shape": ["batch"],
+                         "role": "logits"}],
+            "axes": {"batch": {"min": 1, "opt": 1, "max": 32}}}
+
+
+def upgrade_report(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated report in the current schema: version 1 gains ``model.io`` (its one input and
+    output, batch dynamic) and ``shapes`` null; a current report is returned as it is."""
+    out = dict(validate_report(d))
+    if out["schema_version"] == REPORT_SCHEMA_VERSION:
+        return out
+    out["model"] = {**out["model"], "io": io_of_v1_model(out["model"])}
+    out.setdefault("shapes", None)
+    out["upgraded_from_schema_version"] = out["schema_version"]
+    out["schema_version"] = REPORT_SCHEMA_VERSION
+    return validate_report(ordered(out))
 
 
 def ordered(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -353,7 +410,11 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
 
 
 def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a report.json (``path`` may be the file or its directory)."""
+    """Read and validate a report.json (``path`` may be the file or its directory).
+
+    A version-1 report (written before ``model.io`` and ``shapes``) is returned upgraded
+    to the current schema (:func:`upgrade_report`).
+    """
     p = Path(path)
     if p.is_dir():
         p = p / REPORT_JSON
@@ -365,4 +426,4 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"cannot read report {str(p)!r}: {exc}",
                             fix="re-run the full pipeline to regenerate report.json") from None
-    return validate_report(data)
+    return upgrade_report(data)

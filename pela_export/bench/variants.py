@@ -59,7 +59,7 @@ def _base_row(report: Mapping[str, Any], model: str, precision: str) -> dict[str
     return {"name": variant_name(model, precision), "model": model, "precision": precision,
             "params": params.get("onnx") if params.get("onnx") is not None else params.get("torch"),
             "onnx_bytes": None, "onnx_mb": None, "top1": None, "top1_fp32": None, "delta_points": None,
-            "agreement": None, "max_abs_err": None, "mean_abs_err": None, "kept_fp32": None,
+            "agreement": None, "cosine_mean": None, "max_abs_err": None, "mean_abs_err": None, "kept_fp32": None,
             "lowered_nodes": None, "ort_level": None, "reference": None, "latency": {}}
 
 
@@ -87,6 +87,9 @@ def _precision_row(report: Mapping[str, Any], name: str, v: Mapping[str, Any]) -
     if row["top1"] is not None and row["top1_fp32"] is not None:
         row["delta_points"] = 100.0 * (row["top1"] - row["top1_fp32"])
     row["agreement"] = _num(acc.get("top1_agreement"))
+    if acc.get("comparison") == "embedding":  # an embedding output: no classes; cosine and nearest neighbours
+        row["agreement"] = _num(acc.get("neighbour_agreement"))
+        row["cosine_mean"] = _num(acc.get("cosine_mean"))
     row["max_abs_err"] = _num(acc.get("max_abs_diff"))
     row["mean_abs_err"] = _num(acc.get("mean_abs_diff"))
     row["kept_fp32"] = conv.get("kept_fp32")
@@ -102,7 +105,8 @@ def variant_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     Keys: name, model, precision, params, onnx_bytes, onnx_mb, top1, top1_fp32,
     delta_points (top-1 change vs the variant's FP32, in percentage points),
-    agreement, max_abs_err, mean_abs_err (logits vs FP32), kept_fp32,
+    agreement (top-1; nearest-neighbour for an embedding output), cosine_mean (embedding
+    outputs only), max_abs_err, mean_abs_err (outputs vs FP32), kept_fp32,
     lowered_nodes (quantized for INT8, converted for FP16), ort_level,
     reference, latency (ONNX Runtime CPU stats by batch, where the bench stage
     timed the variant).

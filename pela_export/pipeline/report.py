@@ -53,6 +53,7 @@ def report_stage(ctx: Context) -> tuple[Path, Path]:
             fp32_optimization=(bench.get("onnxruntime_session") or {}).get("graph_optimization")),
         build=None if build is None else summarize_build(build, source=str(ctx.artifacts.stage_record("build"))),
         structured=summarize_structured(comp, exp),
+        shapes=bench.get("shapes"),
     )
     if report.get("precision"):
         for name, per_batch in (bench.get("precision_latency") or {}).items():

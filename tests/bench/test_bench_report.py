@@ -92,7 +92,8 @@ def test_round_trip(tmp_path: Path) -> None:
     validate_report(data)
     assert load_report(tmp_path / "run") == data
     assert list(data)[: len(REPORT_KEYS)] == list(REPORT_KEYS)
-    assert data["schema_version"] == REPORT_SCHEMA_VERSION == 1
+    assert data["schema_version"] == REPORT_SCHEMA_VERSION == 2
+    assert data["model"]["io"]["inputs"][0]["name"] == "input"  # one input, batch dynamic, implied by the model
     assert data["tool"]["version"] == tool_version()
     assert data["export"]["exports"]["compressed"]["path"] == "out/compressed.onnx"  # Path made plain JSON
     assert data["verification"]["files"]["out/compressed.sim.onnx"]["outputs"]["outputs"]["logits"]["max_abs_err"] == pytest.approx(2.1e-5)
@@ -167,7 +168,9 @@ def test_missing_key_is_named(path: tuple[str, ...]) -> None:
 def test_schema_version_checked(tmp_path: Path) -> None:
     report = fake_report()
     with pytest.raises(ArtifactError, match="schema_version"):
-        validate_report({**report, "schema_version": 2})
+        validate_report({**report, "schema_version": 3})
+    with pytest.raises(ArtifactError, match="'model.io'"):
+        validate_report({**report, "model": {k: v for k, v in report["model"].items() if k != "io"}})
     with pytest.raises(ArtifactError, match="'schema_version'"):
         validate_report({k: v for k, v in report.items() if k != "schema_version"})
     with pytest.raises(ArtifactError):

@@ -13,7 +13,9 @@ def _report(out_dir):
 
 
 def _check_common(rep):
-    assert rep["schema_version"] == 1
+    assert rep["schema_version"] == 2
+    assert [t["name"] for t in rep["model"]["io"]["inputs"]] == [rep["model"]["input_name"]]
+    assert rep["shapes"]["axes"] == {} and rep["shapes"]["latency"]["description"] == "batch 1"  # image: batch only
     totals = rep["compression"]["totals"]
     assert totals["layers_factorized"] > 0
     assert totals["reduction_in_factorized_layers"] >= 0.40
