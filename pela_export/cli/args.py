@@ -7,7 +7,7 @@ from typing import Any
 from ..export.simplify import SIMPLIFIERS
 from ..lowrank import DECOMPOSITIONS, RANK_ALLOCATORS
 from ..models.sources import parse_input_shape
-from ..pipeline.config import STAGES, RunConfig
+from ..pipeline.config import DATA_AWARE_METHOD, STAGES, RunConfig
 from .device_args import ints
 
 
@@ -56,7 +56,9 @@ def add_compress_args(p: argparse.ArgumentParser, structure: bool = True) -> Non
     g = p.add_argument_group("compression")
     g.add_argument("--ratio", type=float, default=None, help="PELA compression ratio k > 1: r = in*out // (k*(in+out)) "
                                                              "(default 2; also the rank of an adapter's low-rank base)")
-    g.add_argument("--method", choices=DECOMPOSITIONS.names(), default="svd", help="decomposition (default svd)")
+    g.add_argument("--method", choices=DECOMPOSITIONS.names(), default=None,
+                   help="decomposition (default svd; with --calib-data the data-aware "
+                        f"{DATA_AWARE_METHOD}, chosen on the pretrained MiniLM/R8 benchmark and recorded)")
     g.add_argument("--rank-policy", choices=RANK_ALLOCATORS.names(), default="ratio", help="rank allocation (default ratio)")
     g.add_argument("--align", type=int, default=None, help="round ranks down to a multiple (e.g. 8 for tensor cores)")
     g.add_argument("--include", action="append", metavar="GLOB", help="layer-name globs to factorize (repeatable; default: attention and MLP linears)")
@@ -256,7 +258,7 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
         model=get("model"), checkpoint=get("checkpoint"), input_shape=get("input_shape"), out=get("out"),
         max_length=get("max_length"), hidden_state=bool(get("hidden_state", False)),
         text_column=get("text_column"), label_column=get("label_column"),
-        device=get("device", "cpu"), ratio=get("ratio"), method=get("method", "svd"),
+        device=get("device", "cpu"), ratio=get("ratio"), method=get("method"),
         rank_policy=get("rank_policy", "ratio"), align=get("align"), include=get("include"), exclude=get("exclude"),
         **_structure_kwargs(ns),
         opset=get("opset", 17), exporter="legacy" if get("legacy_exporter") else "dynamo",

@@ -16,6 +16,12 @@ STAGES: tuple[str, ...] = ("compress", "export", "simplify", "verify", "precisio
                            "package")
 
 
+#: The decomposition used when calibration data is given and --method is not: chosen on the
+#: pretrained benchmark (bench/results/minilm_r8.md), not on the nearly low-rank toy models.
+DATA_AWARE_METHOD = "whiten"
+DATA_AWARE_WHY = "data-aware init measured on pretrained all-MiniLM-L6-v2 / Reuters R8, bench/results/minilm_r8.md"
+
+
 @dataclass
 class RunConfig:
     """All user options of a run; defaults match the CLI's."""
@@ -31,7 +37,9 @@ class RunConfig:
     device: str = "cpu"
     # compression (ratio None: 2.0; a ratio given explicitly must be used by the chosen structure)
     ratio: float | None = None
-    method: str = "svd"
+    # None: svd, or DATA_AWARE_METHOD when --calib-data is given (the choice is recorded in method_choice)
+    method: str | None = None
+    method_choice: str | None = None
     rank_policy: str = "ratio"
     align: int | None = None
     include: list[str] | None = None
@@ -88,6 +96,12 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.method is None:
+            automatic = self.calib_data is not None and self.structure is None
+            self.method = DATA_AWARE_METHOD if automatic else "svd"
+            if automatic:
+                self.method_choice = (f"--method {DATA_AWARE_METHOD} chosen because --calib-data was given "
+                                      f"({DATA_AWARE_WHY}); pass --method svd for plain SVD")
         self.ratio_given = self.ratio is not None
         if self.ratio is None:
             self.ratio = 2.0

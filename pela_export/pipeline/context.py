@@ -136,6 +136,8 @@ def prepare(cfg: RunConfig, loaded: LoadedModel | None = None) -> Context:
     if cfg.out is None:
         cfg.out = str(out)
     ctx = Context(cfg, loaded, Artifacts(out))
+    if cfg.method_choice:
+        ctx.note(cfg.method_choice)
     if loaded.input_shape_origin != "user":
         ctx.note(f"input shape {list(loaded.input_shape)} taken from the model ({loaded.input_shape_origin})")
     return ctx
