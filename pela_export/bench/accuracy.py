@@ -115,7 +115,7 @@ def _logits_tensor(out: Any) -> torch.Tensor:
 
 
 def _trimmed(x: Any) -> Any:
-    from ..data.text import trim_padding
+    from ..data.tokens import trim_padding
 
     return trim_padding(x)
 

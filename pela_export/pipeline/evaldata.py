@@ -60,7 +60,7 @@ def _text_model(loaded: Any) -> bool:
 
 
 def _text_split(ctx: Context, spec: str, flag: str, split: str, select: Select | None) -> Split:
-    from ..data.text import text_model_split
+    from ..data.tokens import text_model_split
 
     text_column, label_column = text_columns(ctx)
     tok = text_model_split(ctx.loaded, spec, split, select, text_column=text_column, label_column=label_column,

@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data import DATASETS, ArrayDataset, adapt_images, load_dataset
-from ..data.text import is_text_spec, trim_padding
+from ..data.text import is_text_spec
+from ..data.tokens import trim_padding
 from ..errors import DatasetError, OptionError
 from ..models.base import LoadedModel, Preprocessing
 from ..models.call import Inputs, call_model  # noqa: F401  (call_model re-exported for train/)
@@ -181,7 +182,7 @@ def from_text(spec: str, loaded: LoadedModel, split: str = "train", *, text_colu
     ``sequence`` max); labels are class ids when the file has a label column and the model
     outputs logits (an embedding model has no classes: its training is distillation only).
     """
-    from ..data.text import text_model_split
+    from ..data.tokens import text_model_split
 
     tok = text_model_split(loaded, spec, split, None, text_column=text_column, label_column=label_column, flag=flag)
     x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tok.x.items()}

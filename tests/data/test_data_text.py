@@ -13,9 +13,8 @@ from pela_export.data.text import (
     load_text_dataset,
     read_text_file,
     text_files,
-    text_model_split,
-    trim_padding,
 )
+from pela_export.data.tokens import text_model_split, trim_padding
 from pela_export.errors import DatasetError, ModelSourceError
 
 ROWS = [("the market rose", "trade"), ("wheat price fell", "grain"), ("oil, crude oil", "crude"),
