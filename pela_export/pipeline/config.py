@@ -75,7 +75,7 @@ class RunConfig:
     param_budget: float | None = None
     asvd_alpha: float | None = None
     candidate_ranks: tuple[int, ...] | None = None
-    sensitivity_loss: str | None = None  # None: "kl" when --rank-policy sensitivity
+    sensitivity_loss: str | None = None  # None: "kl" (logits) or "mse" (an embedding output), recorded
     train: Any = None
     train_data: str | None = None
     # precision in the graph (fp16 / int8 Q/DQ variants of each FP32 ONNX file)
@@ -138,8 +138,8 @@ class RunConfig:
         if self.rank_policy == "sensitivity":
             from ..lowrank.probes import PROBES
 
-            self.sensitivity_loss = self.sensitivity_loss or "kl"
-            PROBES.get(self.sensitivity_loss)
+            if self.sensitivity_loss is not None:  # None: chosen from the model's output in the compress stage
+                PROBES.get(self.sensitivity_loss)
         if self.calib_samples < 1:
             raise OptionError(f"--calib-samples must be >= 1, got {self.calib_samples}", fix="pass --calib-samples 256")
         if self.train is not None:

@@ -30,7 +30,8 @@ def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | No
     if not need and not sensitivity:
         return kwargs, None
     why = f"--method {cfg.method}" if cfg.method != "svd" else f"--rank-policy {cfg.rank_policy}" if sensitivity else "risk scores"
-    labelled = cfg.method in FISHER_METHODS or (sensitivity and cfg.sensitivity_loss == "task")
+    probe = sensitivity_probe(ctx) if sensitivity else None
+    labelled = cfg.method in FISHER_METHODS or probe == "task"
     calib = calibration_data(ctx, cfg.calib_samples, labelled=labelled, why=why)
     names = [n for n, _ in select_linears(model, cfg.include, cfg.exclude)]
     if need:
@@ -43,8 +44,23 @@ def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | No
     if sensitivity:
         from ..lowrank.probes import PROBES
 
-        kwargs["loss_fn"] = PROBES.get(cfg.sensitivity_loss)(model, calib.batches(CALIB_BATCH))
+        kwargs["loss_fn"] = PROBES.get(str(probe))(model, calib.batches(CALIB_BATCH))
     record = calib.describe()
     if sensitivity:
-        record["sensitivity_loss"] = cfg.sensitivity_loss
+        record["sensitivity_loss"] = probe
     return kwargs, record
+
+
+def sensitivity_probe(ctx: Context) -> str:
+    """``--sensitivity-loss``, or by default ``kl`` on logits and ``mse`` on an embedding output (said so).
+
+    A softmax over an embedding's features is no distribution, so KL of it measures nothing the user
+    cares about; the embedding itself is what downstream code compares.
+    """
+    if ctx.cfg.sensitivity_loss is not None:
+        return ctx.cfg.sensitivity_loss
+    if ctx.loaded.spec.outputs[0].role == "embedding":
+        ctx.note("--sensitivity-loss mse chosen because the model outputs an embedding, not logits "
+                 "(pass --sensitivity-loss to choose)")
+        return "mse"
+    return "kl"
