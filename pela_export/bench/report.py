@@ -8,14 +8,11 @@ named instead of a KeyError deep in the code.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import math
 import os
-import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +20,7 @@ import numpy as np
 
 from .._io import ensure_writable_dir, write_json_atomic, write_text_atomic
 from ..errors import ArtifactError
+from .environment import TOOL_NAME, environment_info, tool_version  # noqa: F401  (part of this module's API)
 from .stats import LatencyStats
 
 if TYPE_CHECKING:  # annotations only: report/merge stay importable without torch (device side)
@@ -35,7 +33,6 @@ REPORT_SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
-TOOL_NAME = "pela-export"
 VARIANTS = ("original", "compressed")
 BACKENDS = ("onnxruntime", "torch_eager")
 
@@ -112,58 +109,6 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     return str(obj)  # torch.dtype, enums, ...: their readable name
-
-
-def tool_version() -> str:
-    """pela_export.__version__, else the installed distribution's version."""
-    try:
-        import pela_export  # noqa: PLC0415
-
-        version = getattr(pela_export, "__version__", None)
-        if isinstance(version, str) and version:
-            return version
-    except ImportError:
-        pass
-    try:
-        return importlib.metadata.version(TOOL_NAME)
-    except importlib.metadata.PackageNotFoundError:
-        return "0.0.0+unknown"
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def environment_info() -> dict[str, Any]:
-    """Versions, platform and CPU facts needed to interpret (and reproduce) timings."""
-    try:
-        usable_cpus: int | None = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable_cpus = None
-    info: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": usable_cpus,
-    }
-    for dist in ("torch", "onnx", "onnxruntime", "timm", "numpy"):
-        info[dist] = _dist_version(dist)
-    try:
-        import torch  # noqa: PLC0415
-
-        info["torch_threads"] = torch.get_num_threads()
-        info["cuda_available"] = bool(torch.cuda.is_available())
-        info["cuda_device"] = torch.cuda.get_device_name(0) if info["cuda_available"] else None
-    except ImportError:
-        info["torch_threads"] = info["cuda_available"] = info["cuda_device"] = None
-    return info
 
 
 def _variant(d: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import InputShapeError, OptionError, VerificationError
 from ..models.base import LoadedModel, Tolerance
-from ..models.io import SEQUENCE, as_feeds
+from ..models.io import SEQUENCE, as_feeds, batch_len
 from .compare import DEFAULT_FIX, Comparison, compare_outputs
 from .runtime import ort_run, ort_session
 
@@ -78,11 +78,6 @@ def _torch_outputs(model: nn.Module, feeds: Feeds, output_names: list[str], onnx
                             fix="wrap the model so forward returns a tensor")
 
 
-def batch_of(feeds: Feeds) -> int:
-    first = next(iter(feeds.values()))
-    return int(np.shape(first)[0]) if np.ndim(first) else 1
-
-
 def describe_feeds(feeds: Feeds) -> dict[str, list[int]]:
     return {n: [int(d) for d in np.shape(v)] for n, v in feeds.items()}
 
@@ -137,7 +132,7 @@ def verify_onnx(torch_model: nn.Module, onnx_path: str | os.PathLike[str], input
         torch_model.train(was_training)
     names = list(dict.fromkeys(o.name for c in comps for o in c.outputs))
     return VerifyResult(ok=all(c.ok for c in comps), tol=tol, onnx_path=Path(onnx_path),
-                        batch_sizes=[batch_of(f) for f in feeds_list],
+                        batch_sizes=[batch_len(f) for f in feeds_list],
                         outputs={n: _aggregate(n, comps) for n in names}, comparisons=comps,
                         seconds=time.perf_counter() - start,
                         shapes=[describe_feeds(f) for f in feeds_list])
@@ -168,7 +163,7 @@ def make_verification_inputs(loaded: LoadedModel, real: np.ndarray | Feeds | Non
             out.append(spec.dummy(max(b, 2) if lengths else b, seed + i, sizes))
         if real is not None:
             feeds = as_feeds(real, spec.input_names)
-            n, step = batch_of(feeds), max(batch_sizes)
+            n, step = batch_len(feeds), max(batch_sizes)
             out += [{k: v[i:i + step] for k, v in feeds.items()} for i in range(0, n, step)]
         if not out:
             raise OptionError("no verification inputs (n_random=0 and no real data)",

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._registry import Registry
-from ..models.call import call_model, inputs_len
+from ..models.call import call_model
+from ..models.io import batch_len
 from .stats import CalibrationError
 
 Batch = tuple[torch.Tensor, "torch.Tensor | None"]
@@ -37,7 +38,7 @@ def _probe(batches: Sequence[Batch], per_batch: Callable[[int, torch.Tensor, "to
         total, n = 0.0, 0
         for i, (x, y) in enumerate(batches):
             total += float(per_batch(i, call_model(model, x), y))
-            n += inputs_len(x)
+            n += batch_len(x)
         return total / n
 
     return loss

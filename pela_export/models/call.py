@@ -15,9 +15,3 @@ Inputs = torch.Tensor | Mapping[str, torch.Tensor]
 def call_model(model: torch.nn.Module, x: Inputs) -> object:
     """``model(x)``, or ``model(**x)`` for ``{input name: tensor}`` batches."""
     return model(**x) if isinstance(x, Mapping) else model(x)
-
-
-def inputs_len(x: Inputs) -> int:
-    """Samples in a batch (leading axis of its first tensor)."""
-    first = next(iter(x.values())) if isinstance(x, Mapping) else x
-    return int(first.shape[0])
