@@ -25,6 +25,7 @@ from ..errors import DatasetError, OptionError, VerificationError
 from ..models.io import as_feeds, batch_len, batch_slice
 from ._ort import check_input_name, make_session, resolve_output_name
 from .latency import eval_mode
+from .outputs import row_cosine
 
 #: ``scoring`` values: top-1 of the model's logits, or a linear probe on its embeddings.
 CLASSIFIER, EMBEDDING_PROBE = "classifier", "embedding_probe"
@@ -37,15 +38,6 @@ def _as_rows(logits: np.ndarray, what: str) -> np.ndarray:
         raise VerificationError(f"{what} logits must be shaped (samples, classes), got {arr.shape}",
                                 fix="collect logits from the model's classification output")
     return arr.reshape(-1, arr.shape[-1]).astype(np.float64)
-
-
-def _row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-row cosine; two all-zero rows count as identical (1), one zero row as 0."""
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    denom = na * nb
-    cos = np.divide((a * b).sum(axis=1), denom, out=np.zeros_like(denom), where=denom > 0)
-    cos[(na == 0) & (nb == 0)] = 1.0
-    return np.clip(cos, -1.0, 1.0)
 
 
 def evaluate_logits(logits_ref: np.ndarray, logits_cand: np.ndarray, labels: np.ndarray | None = None,
@@ -63,7 +55,7 @@ def evaluate_logits(logits_ref: np.ndarray, logits_cand: np.ndarray, labels: np.
             fix="evaluate both models on the same inputs and compare the same output")
     n, c = ref.shape
     pred_ref, pred_cand = ref.argmax(axis=1), cand.argmax(axis=1)
-    cos = _row_cosine(ref, cand)
+    cos = row_cosine(ref, cand)
     out: dict[str, Any] = {
         "n_samples": int(n), "num_classes": int(c),
         "top1_reference": None, "top1_candidate": None, "top1_delta": None, "top1_skipped": None,
@@ -220,7 +212,7 @@ def evaluate_embedding_probe(emb_ref: np.ndarray, emb_cand: np.ndarray, labels: 
     if ref.shape != cand.shape:
         raise VerificationError(f"reference embeddings {ref.shape} and candidate embeddings {cand.shape} differ "
                                 "in shape", fix="evaluate both models on the same inputs and compare the same output")
-    cos = _row_cosine(ref, cand)
+    cos = row_cosine(ref, cand)
     out: dict[str, Any] = {
         "scoring": EMBEDDING_PROBE, "comparison": "embedding", "n_samples": int(ref.shape[0]), "embedding_dim": int(ref.shape[1]),
         "num_classes": None, "top1_reference": None, "top1_candidate": None, "top1_delta": None,

@@ -41,6 +41,15 @@ def _unit(a: np.ndarray) -> np.ndarray:
     return np.divide(a, norm, out=np.zeros_like(a), where=norm > 0)
 
 
+def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-row cosine; two all-zero rows count as identical (1), one zero row as 0."""
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    denom = na * nb
+    cos = np.divide((a * b).sum(axis=1), denom, out=np.zeros_like(denom), where=denom > 0)
+    cos[(na == 0) & (nb == 0)] = 1.0
+    return np.clip(cos, -1.0, 1.0)
+
+
 def nearest_neighbours(a: np.ndarray) -> np.ndarray:
     """Index of each row's most cosine-similar other row (rows of one set against each other)."""
     u = _unit(a)
@@ -60,9 +69,7 @@ def compare_embeddings(ref: np.ndarray, cand: np.ndarray) -> dict[str, Any]:
     if r.shape != c.shape:
         raise VerificationError(f"reference outputs {r.shape} and candidate outputs {c.shape} differ in shape",
                                 fix="evaluate both models on the same inputs and compare the same output")
-    cos = np.clip((_unit(r) * _unit(c)).sum(axis=1), -1.0, 1.0)
-    zero_r, zero_c = ~np.linalg.norm(r, axis=1).astype(bool), ~np.linalg.norm(c, axis=1).astype(bool)
-    cos[zero_r & zero_c] = 1.0
+    cos = row_cosine(r, c)
     n = int(r.shape[0])
     agree = float((nearest_neighbours(r) == nearest_neighbours(c)).mean()) if n >= 3 else None
     diff = np.abs(r - c)
