@@ -142,15 +142,6 @@ class IOSpec:
         """``name``'s shape with every axis name replaced by ``sizes[axis]`` (default: its opt)."""
         return tuple(d if isinstance(d, int) else int(sizes.get(d, self.axes[d].opt)) for d in self.input(name).shape)
 
-    def profile_shapes(self, name: str) -> dict[str, tuple[int, ...]]:
-        """min/opt/max shapes of one input from the axis ranges (TensorRT profile)."""
-        return {k: tuple(d if isinstance(d, int) else getattr(self.axes[d], k) for d in self.input(name).shape)
-                for k in ("min", "opt", "max")}
-
-    def with_axes(self, **ranges: AxisRange) -> IOSpec:
-        """A copy with some axis ranges replaced (e.g. from ``--profile``/``--max-batch``)."""
-        return IOSpec(self.inputs, self.outputs, {**self.axes, **ranges})
-
     # -- dummy values -----------------------------------------------------------------------------
     def dummy(self, batch: int = 1, seed: int = 0, sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         """Deterministic valid feeds: floats ~ N(0, 1), ids in ``[low, high)``, right-padded masks.

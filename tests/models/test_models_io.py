@@ -18,7 +18,7 @@ def test_single_input_is_the_classic_image_signature():
     assert io.input_names == ["input"] and io.output_names == ["logits"] and io.is_single_tensor()
     assert io.dynamic_axes() == {"input": {0: "batch"}, "logits": {0: "batch"}}
     assert io.dummy(4)["input"].shape == (4, 3, 16, 16)
-    assert io.profile_shapes("input") == {"min": (1, 3, 16, 16), "opt": (1, 3, 16, 16), "max": (32, 3, 16, 16)}
+    assert io.axes == {BATCH: AxisRange(1, 1, 32)}
 
 
 def test_text_dummy_feeds_are_valid_padded_batches():
@@ -43,7 +43,7 @@ def test_dynamic_axes_and_profiles_name_every_input():
     io = _text_io()
     assert io.dynamic_axis_names() == [BATCH, SEQUENCE]
     assert io.dynamic_axes()["attention_mask"] == {0: BATCH, 1: SEQUENCE}
-    assert io.profile_shapes("token_type_ids") == {"min": (1, 1), "opt": (1, 128), "max": (32, 512)}
+    assert io.axes[SEQUENCE] == AxisRange(1, 128, 512)
     assert io.concrete_shape("input_ids", {BATCH: 2}) == (2, 128)
 
 
@@ -58,7 +58,7 @@ def test_bad_descriptions_are_named():
     with pytest.raises(OptionError, match="'sequence' has no size range"):
         IOSpec((InputSpec("ids", "int64", (BATCH, SEQUENCE)),), (OutputSpec("y"),), {BATCH: AxisRange(1, 1, 8)})
     with pytest.raises(OptionError, match="min <= opt <= max"):
-        _text_io().with_axes(sequence=AxisRange(1, 600, 512))
+        IOSpec(_text_io().inputs, _text_io().outputs, {BATCH: AxisRange(1, 1, 8), SEQUENCE: AxisRange(1, 600, 512)})
     with pytest.raises(InputShapeError, match="no input 'pixel_values'"):
         _text_io().input("pixel_values")
     with pytest.raises(OptionError, match="malformed"):
