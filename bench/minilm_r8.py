@@ -65,6 +65,7 @@ from pela_export.lowrank.elementwise import ewsvd_budget, weighted_objective  # 
 from pela_export.lowrank.probes import PROBES  # noqa: E402
 from pela_export.lowrank.select import select_linears  # noqa: E402
 from pela_export.lowrank.stats import LayerStats, collect_activation_stats, collect_fisher, with_fisher  # noqa: E402
+from pela_export.models.hf_text import pool  # noqa: E402
 
 METHODS = ("svd", "fwsvd", "asvd", "whiten", "ewsvd")
 DATA_AWARE = ("fwsvd", "asvd", "whiten", "ewsvd")
@@ -94,8 +95,7 @@ class PackedEncoder(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(h.dtype)
-        return F.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
+        return F.normalize(pool(h, attention_mask, "mean"), dim=-1)  # the product's own sentence-transformers pooling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.long()

