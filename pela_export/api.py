@@ -151,6 +151,6 @@ def merge_reports(workstation: str | os.PathLike[str], device_reports: Sequence[
     ``workstation`` is a run's output directory (or its report.json); each device report is a
     ``device-report.json`` or a directory holding one (``pela-export device-bench`` writes them).
     """
-    from .bench.merge import merge_reports as _merge
+    from .report.merge import merge_reports as _merge
 
     return _merge(workstation, device_reports, out)

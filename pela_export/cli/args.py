@@ -139,7 +139,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def add_precision_args(p: argparse.ArgumentParser) -> None:
-    from calibration import SCALE_METHODS
+    from pela_export.calibration import SCALE_METHODS
 
     from ..precision import PRECISIONS
 

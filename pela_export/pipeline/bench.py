@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from ..bench import VariantBenchmark, bench_latency_grid, count_flops, count_params, onnx_file_size
-from ..bench.shapes import BenchShapes, bench_shapes
+from ..measure import bench_latency_grid, count_flops, count_params, onnx_file_size
+from ..report import VariantBenchmark
+from ..measure.shapes import BenchShapes, bench_shapes
 from ..export import count_onnx_params, load_onnx
 from ..errors import ArtifactError
 from .context import Context, log
@@ -68,7 +69,7 @@ def _precision_latency(ctx: Context, shapes: BenchShapes) -> dict[str, dict[str,
     (INT8 then uses ORT's fused integer kernels). CPU timings of FP16/INT8 say
     little about a GPU: ``pela-export device-bench`` times them on the device.
     """
-    from ..bench import bench_onnxruntime
+    from ..measure import bench_onnxruntime
 
     cfg = ctx.cfg
     names = ctx.loaded.spec.input_names

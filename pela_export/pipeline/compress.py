@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._io import write_text_atomic
-from ..bench import count_params
+from ..measure import count_params
 from ..lowrank import factorize_model, format_rank_table, save_compressed
 from .context import Context, log
 from .dataaware import data_aware_kwargs

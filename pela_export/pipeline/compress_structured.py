@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..bench import count_params
+from ..measure import count_params
 from ..errors import OptionError
 from ..structured.apply import StructureRecord
 from ..structured.base import StructuredLinear, count_unique

@@ -154,7 +154,7 @@ def evaluation_data(ctx: Context, limit: int | None = None) -> EvalData:
 def probe_training_data(ctx: Context, data: EvalData) -> Split | None:
     """The training split the embedding probe is fitted on: the same dataset spec as ``data``
     (at most PROBE_TRAIN_SAMPLES, a seeded selection beyond); None without labels."""
-    from ..bench.accuracy import PROBE_TRAIN_SAMPLES
+    from ..measure.accuracy import PROBE_TRAIN_SAMPLES
 
     if data.spec is None or data.labels is None:
         return None
@@ -183,7 +183,7 @@ def accuracy_record(ctx: Context, onnx_paths: Mapping[str, Path], batch_size: in
     applied unchanged to both, plus mean embedding cosine. ``scoring`` says which. With two
     files (original, compressed) the result is one record; the candidate is the other file.
     """
-    from ..bench.accuracy import (
+    from ..measure.accuracy import (
         EMBEDDING_PROBE,
         collect_logits_onnx,
         evaluate_embedding_probe,

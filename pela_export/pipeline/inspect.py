@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from ..bench import count_params
+from ..measure import count_params
 from ..lowrank import LowRankLinear, factorize_model, format_rank_table
 from ..models.sources import resolve_model
 

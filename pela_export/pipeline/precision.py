@@ -62,7 +62,7 @@ def compared_output(ctx: Context) -> tuple[str, str]:
 def fp32_logits(ctx: Context, src: Path, data: EvalData) -> np.ndarray:
     """Reference outputs (the first declared output: logits or an embedding) of an FP32 ONNX file on
     the evaluation data (ONNX Runtime, full optimisation)."""
-    from ..bench import collect_logits_onnx
+    from ..measure import collect_logits_onnx
 
     return collect_logits_onnx(src, ctx.loaded.spec.input_names, data.x, EVAL_BATCH,
                                output_name=compared_output(ctx)[0], threads=ctx.cfg.threads)
@@ -75,8 +75,8 @@ def measure_variant(ctx: Context, src: Path, dst: Path, precision: str, options:
     Logits: top-1 (with labels), agreement, cosine; an embedding: cosine and nearest-neighbour
     agreement. Returns (conversion result, variant outputs, accuracy/agreement record).
     """
-    from ..bench import collect_logits_onnx
-    from ..bench.outputs import evaluate_outputs
+    from ..measure import collect_logits_onnx
+    from ..measure.outputs import evaluate_outputs
     from ..precision import PRECISIONS
 
     result = PRECISIONS.get(precision)(src, dst, calib=feeds, options=options)
@@ -92,8 +92,8 @@ def measure_variant(ctx: Context, src: Path, dst: Path, precision: str, options:
 
 def precision_stage(ctx: Context) -> dict[str, Any]:
     """Write every requested variant of every FP32 ONNX file and measure it; returns the stage record."""
-    from ..bench import onnx_file_size
-    from ..bench.outputs import agreement_summary
+    from ..measure import onnx_file_size
+    from ..measure.outputs import agreement_summary
 
     cfg = ctx.cfg
     precisions = [p for p in cfg.precisions if p != "fp32"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..bench import build_report, write_report
+from ..report import build_report, write_report
 from .context import Context, log
 
 #: Stages whose records the report shows when they ran (absent when skipped or never run).
@@ -26,9 +26,9 @@ def _optional_records(ctx: Context) -> dict[str, dict[str, Any]]:
 
 
 def report_stage(ctx: Context) -> tuple[Path, Path]:
-    from ..bench.charts import charts_record
-    from ..bench.markdown_structured import summarize_structured
-    from ..bench.stage_summary import summarize_build, summarize_precision
+    from ..report.charts import charts_record
+    from ..report.markdown_structured import summarize_structured
+    from ..report.stage_summary import summarize_build, summarize_precision
 
     comp = ctx.load_record("compress", needed_by="report")
     exp = ctx.load_record("export", needed_by="report")

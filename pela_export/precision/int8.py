@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calibration import graph as g
-from calibration.cache import CALIBRATOR_BY_METHOD, CALIBRATORS, make_cache, trt_version_number
-from calibration.calibset import CalibrationSet, from_feeds
-from calibration.methods import DEFAULT_PERCENTILE, SCALE_METHODS, ScaleParams
-from calibration.qdq import QUANTIZABLE_OPS, QuantTarget, find_targets, insert_qdq
-from calibration.sensitivity import DEFAULT_SENSITIVITY_BATCHES, int8_sensitivity, node_sensitivity, output_error
-from calibration.statistics import DEFAULT_BINS, collect_statistics
+from pela_export.calibration import graph as g
+from pela_export.calibration.cache import CALIBRATOR_BY_METHOD, CALIBRATORS, make_cache, trt_version_number
+from pela_export.calibration.calibset import CalibrationSet, from_feeds
+from pela_export.calibration.methods import DEFAULT_PERCENTILE, SCALE_METHODS, ScaleParams
+from pela_export.calibration.qdq import QUANTIZABLE_OPS, QuantTarget, find_targets, insert_qdq
+from pela_export.calibration.sensitivity import DEFAULT_SENSITIVITY_BATCHES, int8_sensitivity, node_sensitivity, output_error
+from pela_export.calibration.statistics import DEFAULT_BINS, collect_statistics
 
 from .._io import atomic_path, write_text_atomic
 from ..errors import DependencyError, OnnxCheckError, OptionError

@@ -137,7 +137,7 @@ def time_batches(runner: Runner, inputs: Mapping[str, np.ndarray], batches: Sequ
                  bundle: Bundle | None = None) -> dict[str, Any]:
     """Latency per batch size (keys: batch sizes) at ``sizes`` of the other axes; each entry states the
     shape of every input it timed (``input_shapes``) and the axis sizes (``axes``)."""
-    from ..bench.stats import LatencyStats
+    from ..measure.stats import LatencyStats
 
     out: dict[str, Any] = {}
     for b in batches:

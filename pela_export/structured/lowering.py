@@ -23,7 +23,7 @@ import onnx
 import torch
 from torch import nn
 
-from ..bench.latency import time_callable
+from ..measure.latency import time_callable
 from ..errors import ArtifactError, ExportError, OptionError, VerificationError
 from ..export.params import count_onnx_params
 from ..export.runtime import ort_session

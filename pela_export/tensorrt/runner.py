@@ -31,7 +31,7 @@ from .sidecar import compatibility_problems, read_sidecar
 from .trtexec import trtexec_command, trtexec_shell
 
 if TYPE_CHECKING:
-    from ..bench.stats import LatencyStats
+    from ..measure.stats import LatencyStats
     from ..export.compare import Comparison
     from ..tolerance import Tolerance
 
@@ -200,7 +200,7 @@ class TrtRunner:
 
     def benchmark(self, feeds: Mapping[str, np.ndarray], warmup: int = 10, runs: int = 100) -> LatencyStats:
         """Latency of ``execute`` alone (inputs already on the device): LatencyStats with p50/p90/p99."""
-        from ..bench.stats import LatencyStats
+        from ..measure.stats import LatencyStats
         from ..errors import OptionError
 
         if warmup < 0 or runs < 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration import (CalibrationCache, format_scale, make_cache, parse_scale, read_cache, trt_version_number,
+from pela_export.calibration import (CalibrationCache, format_scale, make_cache, parse_scale, read_cache, trt_version_number,
                          write_cache)
 from pela_export.errors import ArtifactError, OptionError
 

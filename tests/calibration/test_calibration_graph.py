@@ -7,10 +7,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from calibration import (ActivationStatistics, collect_statistics, find_targets, insert_qdq, int8_sensitivity,
+from pela_export.calibration import (ActivationStatistics, collect_statistics, find_targets, insert_qdq, int8_sensitivity,
                          weight_scales)
-from calibration.graph import activation_tensors, session
-from calibration.qdq import quantized_nodes
+from pela_export.calibration.graph import activation_tensors, session
+from pela_export.calibration.qdq import quantized_nodes
 from pela_export.errors import DatasetError, OptionError
 
 RNG = np.random.default_rng(0)
@@ -83,7 +83,7 @@ def test_micro_batches_and_static_batch_models() -> None:
 
 def test_infinite_values_are_counted_and_left_out() -> None:
     """-inf attention-mask scores (where(mask, scores, -inf) before Softmax) are not an error."""
-    from calibration import TensorStats
+    from pela_export.calibration import TensorStats
 
     s = TensorStats.empty("scores", bins=8)
     s.update(np.array([[1.0, -np.inf], [-2.0, 0.0]], np.float32))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration import SCALE_METHODS, ScaleParams, TensorStats, amax_to_scale, entropy_threshold, threshold
-from calibration.methods import kl_divergences
+from pela_export.calibration import SCALE_METHODS, ScaleParams, TensorStats, amax_to_scale, entropy_threshold, threshold
+from pela_export.calibration.methods import kl_divergences
 from pela_export.errors import OptionError
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from calibration import (SOURCES, CalibrationManifest, ModelInput, calibration_set, from_feeds, from_manifest,
+from pela_export.calibration import (SOURCES, CalibrationManifest, ModelInput, calibration_set, from_feeds, from_manifest,
                          source_choices)
 from pela_export.errors import ArtifactError, DatasetError, OptionError
 from pela_export.models.base import Preprocessing

@@ -134,7 +134,7 @@ def encoder_onnx(tmp_path_factory, encoder_dir):
 
 def test_embedding_model_is_scored_by_a_linear_probe_fitted_on_the_original(tmp_path, encoder_dir, text_files,
                                                                             encoder_onnx):
-    from pela_export.bench.accuracy import collect_logits_onnx, fit_probe
+    from pela_export.measure.accuracy import collect_logits_onnx, fit_probe
 
     train, test = text_files
     original, compressed = encoder_onnx

@@ -14,9 +14,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from calibration import CalibrationManifest, ModelInput, calibration_set, read_cache
-from calibration.graph import session
-from calibration.qdq import quantized_nodes
+from pela_export.calibration import CalibrationManifest, ModelInput, calibration_set, read_cache
+from pela_export.calibration.graph import session
+from pela_export.calibration.qdq import quantized_nodes
 from pela_export.errors import DatasetError, DependencyError, OnnxCheckError, OptionError
 from pela_export.export.runtime import ort_session
 from pela_export.precision import PRECISIONS

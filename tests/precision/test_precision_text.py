@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from calibration import calibration_set, collect_statistics
+from pela_export.calibration import calibration_set, collect_statistics
 from pela_export.export.onnx_export import export_example, export_onnx
 from pela_export.export.runtime import ort_run, ort_session
 from pela_export.lowrank import factorize_model

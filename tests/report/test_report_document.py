@@ -10,21 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pela_export.bench import (
-    REPORT_SCHEMA_VERSION,
-    FlopCount,
-    LatencyStats,
-    OnnxFileSize,
-    VariantBenchmark,
-    build_report,
-    environment_info,
-    load_report,
-    render_markdown,
-    tool_version,
-    validate_report,
-    write_report,
-)
-from pela_export.bench.report import REPORT_KEYS
+from pela_export.measure import FlopCount, LatencyStats, OnnxFileSize, environment_info, tool_version
+from pela_export.report import REPORT_SCHEMA_VERSION, VariantBenchmark, build_report, load_report, render_markdown, validate_report, write_report
+from pela_export.report.document import REPORT_KEYS
 from pela_export.errors import ArtifactError
 
 LAYERS = ["blocks.0.mlp.fc1", "blocks.0.mlp.fc2", "head"]

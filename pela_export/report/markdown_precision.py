@@ -10,7 +10,7 @@ from typing import Any
 
 from .markdown import DASH, _esc, fmt, table
 from .stage_summary import relative_to
-from .shapes import shape_label
+from ..measure.shapes import shape_label
 from .variants import canonical, variant_order, variant_rows
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pela_export.bench import LatencyStats
+from pela_export.measure import LatencyStats
 from pela_export.errors import OptionError
 
 

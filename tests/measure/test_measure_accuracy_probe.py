@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pela_export.bench.accuracy import (
+from pela_export.measure.accuracy import (
     collect_logits_onnx,
     collect_logits_torch,
     evaluate_embedding_probe,

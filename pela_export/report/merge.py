@@ -17,7 +17,7 @@ from typing import Any
 
 from .._io import ensure_writable_dir, sha256_file, write_json_atomic, write_text_atomic
 from ..errors import ArtifactError
-from .report import REPORT_JSON, TOOL_NAME, tool_version, validate_report
+from .document import REPORT_JSON, TOOL_NAME, tool_version, validate_report
 from .variants import split_variant, variant_order, variant_rows
 
 DEVICE_REPORT_JSON = "device-report.json"

@@ -2,7 +2,7 @@
 according to what the output is.
 
 The compared output is the first one the model declares: logits of a classifier
-(top-1, agreement, cosine: :func:`~pela_export.bench.accuracy.evaluate_logits`) or a
+(top-1, agreement, cosine: :func:`~pela_export.measure.accuracy.evaluate_logits`) or a
 pooled embedding, whose argmax means nothing, so embeddings are compared by cosine
 and by whether each sample keeps its nearest neighbour among the evaluated samples.
 """

@@ -13,8 +13,8 @@ import pytest
 from bench_records import device_report, workstation_report
 from PIL import Image
 
-from pela_export.bench import write_report
-from pela_export.bench.merge import find_device_reports, merge_reports
+from pela_export.report import write_report
+from pela_export.report.merge import find_device_reports, merge_reports
 from pela_export.errors import ArtifactError
 
 ORIN = "Orin (orin)"

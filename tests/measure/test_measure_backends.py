@@ -8,18 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pela_export.bench import (
-    LatencyStats,
-    bench_latency_grid,
-    bench_onnxruntime,
-    bench_torch_eager,
-    collect_logits_onnx,
-    collect_logits_torch,
-    count_params,
-    evaluate_logits,
-    onnx_file_size,
-    time_callable,
-)
+from pela_export.measure import LatencyStats, bench_latency_grid, bench_onnxruntime, bench_torch_eager, collect_logits_onnx, collect_logits_torch, count_params, evaluate_logits, onnx_file_size, time_callable
 
 from pela_export.export.params import count_onnx_params
 from pela_export.errors import ArtifactError, OptionError

@@ -20,12 +20,12 @@ import numpy as np
 
 from .._io import ensure_writable_dir, write_json_atomic, write_text_atomic
 from ..errors import ArtifactError
-from .environment import TOOL_NAME, environment_info, tool_version  # noqa: F401  (part of this module's API)
-from .stats import LatencyStats
+from ..measure.environment import TOOL_NAME, environment_info, tool_version  # noqa: F401  (part of this module's API)
+from ..measure.stats import LatencyStats
 
 if TYPE_CHECKING:  # annotations only: report/merge stay importable without torch (device side)
-    from .flops import FlopCount
-    from .sizes import OnnxFileSize
+    from ..measure.flops import FlopCount
+    from ..measure.sizes import OnnxFileSize
 
 #: 2: ``model.io`` (named inputs/outputs, dynamic axes) and ``shapes`` (the input shapes latency,
 #: throughput and FLOPs were measured at). Version 1 reports are still read (:func:`upgrade_report`).
@@ -161,7 +161,7 @@ def build_comparison(benchmarks: Mapping[str, Any], accuracy: Mapping[str, Any] 
     ``shapes`` (the bench stage's record) names the measured shapes in the labels of a model
     with more dynamic axes than the batch: ``onnxruntime batch 1 × sequence 128 p50 (ms)``.
     """
-    from .shapes import shape_label
+    from ..measure.shapes import shape_label
 
     orig, comp = benchmarks.get("original", {}), benchmarks.get("compressed", {})
     axes = (shapes or {}).get("axes") or {}

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._io import atomic_path, ensure_writable_dir
 from ..errors import DependencyError
-from .shapes import shape_label
+from ..measure.shapes import shape_label
 from .variants import MODELS, pick_batch, variant_rows
 
 DPI = 100

@@ -17,9 +17,9 @@ from bench_records import (
 )
 
 from pela_export._io import write_json_atomic
-from pela_export.bench import render_markdown, validate_report, write_report
-from pela_export.bench.stage_summary import summarize_build, summarize_precision
-from pela_export.bench.variants import variant_rows
+from pela_export.report import render_markdown, validate_report, write_report
+from pela_export.report.stage_summary import summarize_build, summarize_precision
+from pela_export.report.variants import variant_rows
 from pela_export.errors import ArtifactError
 
 PRECISION_ROWS = [

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from pela_export.bench import FlopCount, count_flops
+from pela_export.measure import FlopCount, count_flops
 from pela_export.errors import OptionError
 from pela_export.lowrank.layer import LowRankLinear
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from pela_export.bench import bench_latency_grid, bench_onnxruntime, bench_torch_eager, count_flops
-from pela_export.bench.markdown import render_markdown
-from pela_export.bench.outputs import compare_embeddings, evaluate_outputs
-from pela_export.bench.report import REPORT_SCHEMA_VERSION, load_report, upgrade_report, validate_report, write_report
-from pela_export.bench.shapes import bench_shapes, shape_label
+from pela_export.measure import bench_latency_grid, bench_onnxruntime, bench_torch_eager, count_flops
+from pela_export.report.markdown import render_markdown
+from pela_export.measure.outputs import compare_embeddings, evaluate_outputs
+from pela_export.report.document import REPORT_SCHEMA_VERSION, load_report, upgrade_report, validate_report, write_report
+from pela_export.measure.shapes import bench_shapes, shape_label
 from pela_export.errors import ArtifactError, OptionError
 from pela_export.models.io import BATCH, SEQUENCE, AxisRange, InputSpec, IOSpec, OutputSpec, single_input
 

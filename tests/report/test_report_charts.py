@@ -11,8 +11,8 @@ import pytest
 from bench_records import PARAMS, workstation_report
 from PIL import Image
 
-from pela_export.bench import render_markdown, validate_report, write_report
-from pela_export.bench.charts import (
+from pela_export.report import render_markdown, validate_report, write_report
+from pela_export.report.charts import (
     DPI,
     _variants_chart,
     chart_notes,

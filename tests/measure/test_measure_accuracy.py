@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pela_export.bench import collect_logits_torch, evaluate_logits
+from pela_export.measure import collect_logits_torch, evaluate_logits
 from pela_export.errors import DatasetError, OptionError, VerificationError
 
 LOGITS = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 0.0, 5.0], [2.0, 3.0, 0.0]])
