@@ -63,6 +63,10 @@ def add_arguments(cls: Any, parser: argparse.ArgumentParser | argparse._Argument
         if not meta["cli"] or f.name in skipped:
             continue
         kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
+        if not str(meta["flag"]).startswith("-"):  # a positional argument (optional: nargs="?")
+            parser.add_argument(f.name, nargs="?", default=default_of(f), metavar=meta["metavar"] or meta["flag"],
+                                help=meta["help"])
+            continue
         action = meta["action"]
         if action in ("store_true", "store_false"):
             kwargs["action"] = action
