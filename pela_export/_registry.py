@@ -29,6 +29,14 @@ class Registry(Generic[T]):
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests that register a throw-away entry); unknown names are a programming error."""
+        del self._items[name]
+
+    def find(self, name: str) -> T | None:
+        """The entry of ``name``, or None (no error: for callers with a fallback)."""
+        return self._items.get(name)
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

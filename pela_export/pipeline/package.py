@@ -16,7 +16,8 @@ against the workstation's. FP32 uses the model's tolerance (``--atol/--rtol``).
 FP16 and INT8 kernels legitimately differ from ORT's (accumulation order, FP16
 intermediates; INT8 requantisation rounding that moves values by a quantisation
 step), so their atol is a stated fraction of the largest |golden output| and
-their rtol is fixed: fp16 1e-2/1e-2, int8 5e-2/5e-2.
+their rtol is fixed; each precision's pair is its spec's ``golden_tolerance``
+(:mod:`pela_export.precision.specs`), also recorded per variant in deploy.json.
 """
 from __future__ import annotations
 
@@ -35,27 +36,31 @@ from .. import __version__
 from .._io import atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from ..errors import ArtifactError
 from ..models.io import as_feeds, batch_len, batch_slice
-from ..runtime.schema import DEPLOY_KIND, DEPLOY_SCHEMA_VERSION, validate_deploy, variant_name
+from ..precision.spec import precision_spec, precision_specs, variant_name
+from ..runtime.schema import DEPLOY_KIND, DEPLOY_SCHEMA_VERSION, validate_deploy
 from ..runtime.sums import SUMS_NAME, write_sums
 from . import package_meta as meta
 from . import package_scripts as scripts
 from .bench import deployed_onnx, recorded_precision_variants
 from .context import Context, log
 from .evaldata import evaluation_data
-from .precision import ORT_LEVEL
+from .records import BenchRecord, CompressRecord, PackageRecord
 
 BUNDLE_DIR = "bundle"
 ARCHIVE_NAME = "bundle.tar.gz"
 GOLDEN_BATCH = 4
-#: (atol as a fraction of the largest |golden output|, rtol) for the reduced precisions; fp32 uses ctx.tolerance.
-#: (atol as a fraction of max|golden|, rtol) per precision. FP32 is not bit-exact on the device either:
-#: TensorRT runs FP32 layers in TF32 by default on Ampere and newer (Jetson Orin, Thor), ~1e-3 relative per op.
-GOLDEN_RELATIVE_TOLERANCE = {"fp32": (2e-3, 1e-2), "fp16": (1e-2, 1e-2), "int8": (5e-2, 5e-2)}
-GOLDEN_POLICY = ("golden outputs are ONNX Runtime (CPU) outputs of each variant on the golden inputs; the device passes "
-                 "when |device - golden| <= atol + rtol*|golden| per element, at least the model's own tolerance; "
-                 + "; ".join(f"{p}: atol {a:g} x max|golden|, rtol {r:g}" for p, (a, r) in GOLDEN_RELATIVE_TOLERANCE.items())
-                 + " (TensorRT computes FP32 layers in TF32 by default on Ampere and newer; device FP16/INT8 kernels "
-                   "round differently from ONNX Runtime's)")
+
+
+def golden_policy() -> str:
+    """deploy.json's ``golden.policy``: each registered precision's (atol x max|golden|, rtol) from its spec."""
+    return ("golden outputs are ONNX Runtime (CPU) outputs of each variant on the golden inputs; the device passes "
+            "when |device - golden| <= atol + rtol*|golden| per element, at least the model's own tolerance; "
+            + "; ".join(f"{s.name}: atol {s.golden_tolerance[0]:g} x max|golden|, rtol {s.golden_tolerance[1]:g}"
+                        for s in precision_specs())
+            + " (TensorRT computes FP32 layers in TF32 by default on Ampere and newer; device FP16/INT8 kernels "
+              "round differently from ONNX Runtime's)")
+
+
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
              "tensor(bool)": np.bool_}
@@ -67,12 +72,8 @@ def source_variants(ctx: Context) -> dict[str, dict[str, Any]]:
     for model, path in deployed_onnx(ctx).items():
         out[variant_name(model, "fp32")] = {"model": model, "precision": "fp32", "src": Path(path), "accuracy": None}
     for name, (src, v) in recorded_precision_variants(ctx, needed_by="package").items():
-        out[name] = {"model": v["model"], "precision": v["precision"], "src": src, "accuracy": v.get("accuracy")}
+        out[name] = {"model": v.model, "precision": v.precision, "src": src, "accuracy": v.accuracy}
     return out
-
-
-def _optional_record(ctx: Context, stage: str) -> dict[str, Any] | None:
-    return ctx.load_record(stage, needed_by="package") if ctx.artifacts.stage_record(stage).is_file() else None
 
 
 def _golden_batch(io: dict[str, Any]) -> int:
@@ -85,7 +86,7 @@ def _golden(ctx: Context, src: Path, precision: str, x: dict[str, np.ndarray]) -
     """Golden inputs cast to the variant's input dtypes, and its ONNX Runtime (CPU) outputs."""
     from ..export.runtime import ort_run, ort_session
 
-    session = ort_session(src, threads=ctx.cfg.threads, optimization=ORT_LEVEL.get(precision, "all"))
+    session = ort_session(src, threads=ctx.cfg.threads, optimization=precision_spec(precision).ort_level)
     feeds = {i.name: np.ascontiguousarray(x[i.name].astype(ORT_TYPES.get(i.type, x[i.name].dtype)))
              for i in session.get_inputs()}
     return feeds, ort_run(session, feeds)
@@ -93,9 +94,7 @@ def _golden(ctx: Context, src: Path, precision: str, x: dict[str, np.ndarray]) -
 
 def _tolerance(ctx: Context, precision: str, outputs: dict[str, np.ndarray]) -> dict[str, float]:
     model = ctx.tolerance
-    if precision not in GOLDEN_RELATIVE_TOLERANCE:
-        return {"atol": float(model.atol), "rtol": float(model.rtol)}
-    frac, rtol = GOLDEN_RELATIVE_TOLERANCE[precision]
+    frac, rtol = precision_spec(precision).golden_tolerance
     finite = [np.abs(v[np.isfinite(v)]).max() for v in outputs.values() if np.isfinite(v).any()]
     scale = float(max(finite)) if finite and max(finite) > 0 else 1.0
     return {"atol": max(float(f"{frac * scale:.3g}"), float(model.atol)), "rtol": max(rtol, float(model.rtol))}
@@ -156,8 +155,8 @@ def _calibration(ctx: Context, tmp: Path, name: str, src: Path) -> str | None:
 def _fill_bundle(ctx: Context, tmp: Path) -> dict[str, Any]:
     """Write every bundle file into ``tmp``; returns deploy.json."""
     variants = source_variants(ctx)
-    comp = ctx.load_record("compress", needed_by="package")
-    bench = _optional_record(ctx, "bench")
+    comp = ctx.load_record(CompressRecord, needed_by="package")
+    bench = ctx.optional_record(BenchRecord, needed_by="package")
     options = scripts.bundle_options(ctx)
     versions = scripts.target_versions(ctx)
     io = scripts.io_spec(variants[variant_name("compressed", "fp32")]["src"], options, versions, ctx.loaded.spec)
@@ -175,10 +174,10 @@ def _fill_bundle(ctx: Context, tmp: Path) -> dict[str, Any]:
         entries[name] = {"model": info["model"], "precision": info["precision"], "onnx": onnx_rel,
                          "sha256": sha256_file(tmp / onnx_rel), "bytes": (tmp / onnx_rel).stat().st_size,
                          "golden": golden_rel, "tolerance": _tolerance(ctx, info["precision"], outputs),
-                         "onnxruntime_optimization": ORT_LEVEL.get(info["precision"], "all"),
+                         "onnxruntime_optimization": precision_spec(info["precision"]).ort_level,
                          "cpu_accuracy": meta.cpu_accuracy(name, info, variants, bench),
                          "calibration_cache": _calibration(ctx, tmp, name, info["src"])
-                         if info["precision"] == "int8" else None,
+                         if precision_spec(info["precision"]).quantized else None,
                          "trtexec": scripts.trtexec_scripts(ctx, tmp, name, onnx_rel, versions, options)}
     loaded = ctx.loaded
     deploy = {
@@ -193,7 +192,7 @@ def _fill_bundle(ctx: Context, tmp: Path) -> dict[str, Any]:
         "tokenizer": meta.tokenizer(ctx, tmp, io),
         "preprocessing": meta.preprocessing(ctx),
         "labels": meta.labels(ctx),
-        "golden": {"batch": _golden_batch(io), "source": "first samples of the evaluation data", "policy": GOLDEN_POLICY},
+        "golden": {"batch": _golden_batch(io), "source": "first samples of the evaluation data", "policy": golden_policy()},
         "tensorrt": {"target_versions": versions, "build_options": options.to_dict()},
         "variants": entries,
     }
@@ -207,7 +206,7 @@ def _fill_bundle(ctx: Context, tmp: Path) -> dict[str, Any]:
     return deploy
 
 
-def package_stage(ctx: Context) -> dict[str, Any]:
+def package_stage(ctx: Context) -> PackageRecord:
     """Build ``DIR/bundle`` and ``DIR/bundle.tar.gz`` from the run's artifacts; returns the stage record."""
     root = ctx.artifacts.root
     final, archive = root / BUNDLE_DIR, root / ARCHIVE_NAME
@@ -232,12 +231,11 @@ def package_stage(ctx: Context) -> dict[str, Any]:
             else:  # the swap failed half-way: put the previous bundle back
                 os.replace(old, final)
     files = sum(1 for line in (final / SUMS_NAME).read_text().splitlines() if line.strip()) + 1
-    record = {"bundle": str(final), "archive": str(archive), "archive_sha256": sha256_file(archive),
-              "archive_bytes": archive.stat().st_size, "files": files, "variants": list(deploy["variants"]),
-              "golden_batch": deploy["golden"]["batch"],
-              "trtexec_versions": deploy["tensorrt"]["target_versions"]}
-    ctx.save_record("package", record)
+    record = ctx.save_record(PackageRecord(
+        bundle=str(final), archive=str(archive), archive_sha256=sha256_file(archive),
+        archive_bytes=archive.stat().st_size, files=files, variants=list(deploy["variants"]),
+        golden_batch=deploy["golden"]["batch"], trtexec_versions=deploy["tensorrt"]["target_versions"]))
     log(f"package: {final} ({len(deploy['variants'])} variants, {files} files) and {archive} "
-        f"({record['archive_bytes'] / 1e6:.1f} MB); copy {ARCHIVE_NAME} to the device and run `pela-export verify "
+        f"({archive.stat().st_size / 1e6:.1f} MB); copy {ARCHIVE_NAME} to the device and run `pela-export verify "
         f"{ARCHIVE_NAME}` and `pela-export device-bench {ARCHIVE_NAME}` there")
     return record

@@ -1,6 +1,6 @@
 """FP16 in the graph: float tensors become FP16, sensitive nodes stay FP32 behind Casts.
 
-Registered as ``--precision fp16``. Op types in :data:`DEFAULT_FP32_OPS` (or the
+The converter of ``--precision fp16`` (spec in :mod:`.specs.fp16`). Op types in :data:`DEFAULT_FP32_OPS` (or the
 user's list), named nodes, and - given calibration feeds - every node reading or
 writing an activation beyond 65504 stay FP32, each with its reason in the result.
 
@@ -26,7 +26,7 @@ from .._io import atomic_path, ensure_writable_dir, sha256_file
 from ..errors import OnnxCheckError, OptionError, OutputDirError
 from .fp16_graph import FLOAT, HALF, elem_types, plan_fp16, rewrite_fp16
 from .ranges import FP16_MAX, fp16_overflow_nodes, node_label, observe_ranges
-from .registry import PRECISIONS, Feeds, PrecisionResult
+from .registry import Feeds, PrecisionResult
 
 #: Op types kept FP32 by default. Normalisations, Softmax and sum-type reductions
 #: accumulate over many elements (FP16 loses the small terms or overflows the sum);
@@ -262,7 +262,8 @@ class Fp16Converter:
         return PrecisionResult(precision="fp16", path=dst, kept_fp32=kept, details=details)
 
 
-convert_fp16: Fp16Converter = PRECISIONS.register("fp16")(Fp16Converter())
+#: The converter the ``fp16`` spec names (:mod:`.specs.fp16`).
+convert_fp16: Fp16Converter = Fp16Converter()
 
 
 __all__ = ["DEFAULT_FP32_OPS", "FLAGS", "Fp16Converter", "Fp16Options", "convert_fp16", "elem_types",

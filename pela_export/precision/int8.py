@@ -35,7 +35,7 @@ from pela_export.calibration.statistics import DEFAULT_BINS, collect_statistics
 
 from .._io import atomic_path, write_text_atomic
 from ..errors import DependencyError, OnnxCheckError, OptionError
-from .registry import PRECISIONS, Feeds, PrecisionResult
+from .registry import Feeds, PrecisionResult
 
 __all__ = ["Int8Options", "convert_int8", "int8_sensitivity", "side_paths"]
 
@@ -268,4 +268,5 @@ def _modelopt(src: Path, dst: Path, calib_set: CalibrationSet, o: Int8Options) -
         "calibration_cache": None, "cache_note": "ModelOpt chooses its own scales; no TensorRT cache written"})
 
 
-convert_int8 = PRECISIONS.register("int8")(Int8Converter())
+#: The converter the ``int8`` spec names (:mod:`.specs.int8`).
+convert_int8 = Int8Converter()

@@ -1,18 +1,19 @@
-"""Precision variants of an ONNX graph, registered by name so ``--precision``
-choices come from one place. Each converter reads an FP32 ONNX file and writes
-the variant atomically; precision lives in the graph (Cast / Q-DQ nodes), so it
-can be checked with ONNX Runtime on a CPU and TensorRT 11 can build it strongly
-typed."""
+"""Precision converters, looked up through the precision specs (:mod:`.spec`).
+
+Each converter reads an FP32 ONNX file and writes the variant atomically;
+precision lives in the graph (Cast / Q-DQ nodes), so it can be checked with ONNX
+Runtime on a CPU and TensorRT 11 can build it strongly typed. :data:`PRECISIONS`
+is a view of the registered specs that have a converter, not a second table."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from .._registry import Registry
+from .spec import precision_names, precision_spec
 
 # Calibration inputs: one dict per batch, ONNX input name → array (model-ready, FP32).
 Feeds = Sequence[Mapping[str, np.ndarray]]
@@ -41,4 +42,21 @@ class PrecisionConverter(Protocol):
                  options: Mapping[str, Any] | None = None) -> PrecisionResult: ...
 
 
-PRECISIONS: Registry[PrecisionConverter] = Registry("precision", flag="--precision")
+class ConverterView:
+    """``PRECISIONS.get("int8")``: the converter of a registered spec (imported on first use)."""
+
+    def get(self, name: str) -> PrecisionConverter:
+        conv: PrecisionConverter = precision_spec(name).resolve()
+        return conv
+
+    def names(self) -> list[str]:
+        return precision_names(converted=True)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+PRECISIONS = ConverterView()

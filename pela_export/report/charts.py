@@ -17,6 +17,7 @@ from typing import Any
 from .._io import atomic_path, ensure_writable_dir
 from ..errors import DependencyError
 from ..measure.shapes import shape_label
+from ..precision.spec import find_spec, precision_order
 from .variants import MODELS, pick_batch, variant_rows
 
 DPI = 100
@@ -28,10 +29,16 @@ TITLES = {
     "ranks": "Per-layer ranks and kept parameters",
     "latency": "Latency distribution",
 }
-PRECISION_COLORS = {"fp32": "#1f77b4", "fp16": "#ff7f0e", "int8": "#2ca02c"}
+UNKNOWN_COLOR = "#7f7f7f"  # a precision without a registered spec (another tool version's report)
 MODEL_MARKERS = {"original": "o", "compressed": "s"}
 
 Series = tuple[str, Mapping[str, Any]]  # (label, latency stats dict, maybe with samples_ms)
+
+
+def precision_color(precision: str) -> str:
+    """The chart colour its spec declares (grey for an unregistered precision)."""
+    spec = find_spec(precision)
+    return spec.color if spec is not None else UNKNOWN_COLOR
 
 
 def load_matplotlib() -> tuple[Any, Any]:
@@ -73,11 +80,12 @@ def _scatter(ax: Any, rows: Sequence[Mapping[str, Any]], xs: Sequence[float], ys
     biggest = max((float(r["params"] or 0) for r in rows), default=0.0) or 1.0
     for r, x, y in zip(rows, xs, ys):
         size = 40 + 360 * float(r["params"] or 0) / biggest
-        ax.scatter([x], [y], s=size, c=PRECISION_COLORS.get(r["precision"], "#7f7f7f"),
+        ax.scatter([x], [y], s=size, c=precision_color(r["precision"]),
                    marker=MODEL_MARKERS.get(r["model"], "D"), alpha=0.6, edgecolors="black", linewidths=0.5)
     _label_points(ax, xs, ys, [r["name"] for r in rows])
-    for precision in [p for p in PRECISION_COLORS if any(r["precision"] == p for r in rows)]:
-        ax.scatter([], [], s=40, c=PRECISION_COLORS[precision], label=precision)
+    for precision in precision_order(r["precision"] for r in rows):
+        spec = find_spec(precision)
+        ax.scatter([], [], s=40, c=precision_color(precision), label=spec.label if spec is not None else precision)
     for model in [m for m in MODEL_MARKERS if any(r["model"] == m for r in rows)]:
         ax.scatter([], [], s=40, c="white", edgecolors="black", marker=MODEL_MARKERS[model], label=model)
     ax.legend(fontsize=7, loc="lower left")

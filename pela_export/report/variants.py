@@ -1,4 +1,4 @@
-"""One row per deployable variant (original/compressed × fp32/fp16/int8), joined
+"""One row per deployable variant (original/compressed × each registered precision), joined
 from the report's benchmark, accuracy and precision sections.
 
 The report table, the charts and the device comparison all read these rows, so
@@ -10,19 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..precision.spec import precision_names, split_variant, variant_name
+
 MODELS = ("original", "compressed")
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def split_variant(name: str) -> tuple[str, str]:
-    """``"compressed.int8"`` → ("compressed", "int8"); a bare model name is its FP32 variant."""
-    model, _, precision = str(name).partition(".")
-    return model, precision or "fp32"
-
-
-def variant_name(model: str, precision: str) -> str:
-    """The canonical ``<model>.<precision>`` name (the bundle's; FP32 included)."""
-    return f"{model}.{precision}"
 
 
 def canonical(name: str) -> str:
@@ -31,11 +21,13 @@ def canonical(name: str) -> str:
 
 
 def variant_order(names: Any) -> list[str]:
-    """Canonical names sorted model-major, then fp32/fp16/int8, unknown ones last."""
+    """Canonical names sorted model-major, then by the precision specs' order, unknown ones last."""
+    order = precision_names()
+
     def key(name: str) -> tuple[int, int, str]:
         model, precision = split_variant(name)
         return (MODELS.index(model) if model in MODELS else len(MODELS),
-                PRECISIONS.index(precision) if precision in PRECISIONS else len(PRECISIONS), name)
+                order.index(precision) if precision in order else len(order), name)
 
     return sorted({canonical(n) for n in names}, key=key)
 
@@ -93,7 +85,9 @@ def _precision_row(report: Mapping[str, Any], name: str, v: Mapping[str, Any]) -
     row["max_abs_err"] = _num(acc.get("max_abs_diff"))
     row["mean_abs_err"] = _num(acc.get("mean_abs_diff"))
     row["kept_fp32"] = conv.get("kept_fp32")
-    row["lowered_nodes"] = conv.get("quantized_nodes") if row["precision"] == "int8" else conv.get("nodes_fp16")
+    # quantized (a Q/DQ converter's record) or converted (FP16's), whichever the converter recorded
+    quantized = conv.get("quantized_nodes")
+    row["lowered_nodes"] = quantized if quantized is not None else conv.get("nodes_fp16")
     row["ort_level"] = acc.get("onnxruntime_optimization")
     row["reference"] = acc.get("reference")
     row["latency"] = dict(v.get("latency") or {})

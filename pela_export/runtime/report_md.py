@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..precision.spec import variant_name
+
 
 def _ms(v: Any) -> str:
     return "–" if v is None else f"{v:.3f}" if v < 10 else f"{v:.1f}"
@@ -51,8 +53,9 @@ def _row(name: str, v: dict[str, Any], batches: list[str]) -> str:
 
 def _speedups(variants: dict[str, Any], batches: list[str]) -> list[str]:
     lines = []
-    for precision in ("fp32", "fp16", "int8"):
-        o, c = variants.get(f"original.{precision}"), variants.get(f"compressed.{precision}")
+    # every precision the bundle holds, in its deploy.json order (the workstation writes them in spec order)
+    for precision in dict.fromkeys(str(v.get("precision")) for v in variants.values()):
+        o, c = variants.get(variant_name("original", precision)), variants.get(variant_name("compressed", precision))
         if not o or not c:
             continue
         for b in batches:

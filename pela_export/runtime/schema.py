@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ArtifactError
+from ..precision.spec import NAME_PATTERN, ORT_LEVELS, variant_name
 from .preprocess import validate_preprocessing
 
 DEPLOY_SCHEMA_VERSION = 2
@@ -24,18 +25,12 @@ DEVICE_REPORT_SCHEMA_VERSION = 1
 DEVICE_REPORT_KIND = "pela-export-device-report"
 
 MODELS = ("original", "compressed")
-PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("tensorrt", "onnxruntime")
 LATENCY_KEYS = ("n_runs", "batch", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "throughput", "samples_ms")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 REPACKAGE_FIX = ("re-create the bundle on the workstation with `pela-export package --out RUN_DIR` and copy "
                  "bundle.tar.gz again (a bundle must not be edited by hand)")
-
-
-def variant_name(model: str, precision: str) -> str:
-    """``compressed.int8``: the name of one (model, precision) variant in a bundle."""
-    return f"{model}.{precision}"
 
 
 def is_safe_relpath(path: Any) -> bool:
@@ -191,8 +186,11 @@ def _check_variant(c: _Checker, name: str, v: Any) -> None:
     if model is not None:
         c.require(model in MODELS, f"key '{where}.model' is {model!r}, expected one of {', '.join(MODELS)}")
     if precision is not None:
-        c.require(precision in PRECISIONS,
-                  f"key '{where}.precision' is {precision!r}, expected one of {', '.join(PRECISIONS)}")
+        # any well-formed name: the variant carries its own tolerance and ORT level, so a precision this
+        # pela-export has no spec for (a newer workstation's, a plugin's) still verifies and runs here
+        c.require(bool(NAME_PATTERN.match(precision)),
+                  f"key '{where}.precision' is {precision!r}, expected a precision name such as fp32, fp16 or int8 "
+                  f"(lowercase letters, digits, _ + -)")
     if model is not None and precision is not None:
         c.require(name == variant_name(model, precision),
                   f"variant {name!r} is named differently from its model/precision ({variant_name(model, precision)!r})")
@@ -220,7 +218,8 @@ def _check_variant(c: _Checker, name: str, v: Any) -> None:
         if script is not None:
             c.require(is_safe_relpath(script), f"key '{w}.script' is {script!r}, expected a relative path inside the bundle")
     level = v.get("onnxruntime_optimization", "all")
-    c.require(level in ("all", "basic"), f"key '{where}.onnxruntime_optimization' is {_short(level)}, expected 'all' or 'basic'")
+    c.require(level in ORT_LEVELS, f"key '{where}.onnxruntime_optimization' is {_short(level)}, expected "
+                                   f"{' or '.join(map(repr, ORT_LEVELS))}")
 
 
 TOKENIZER_PADDING_SIDES = ("right", "left")

@@ -16,6 +16,7 @@ from pela_export import api
 from pela_export.cli.main import main
 from pela_export.export.compare import compare_outputs
 from pela_export.pipeline.config import STAGES, RunConfig
+from pela_export.precision.spec import precision_spec
 from pela_export.runtime import Bundle, run_variant, validate_deploy, verify_bundle
 from pela_export.tensorrt import TABLE_VERSIONS
 
@@ -76,7 +77,7 @@ def test_golden_tolerances_are_stated_per_precision(digits_run: Path) -> None:
         tol = v["tolerance"]
         with np.load(digits_run / "bundle" / v["golden"]) as z:
             scale = float(np.abs(z["output:logits"]).max())
-        frac, rtol = package_mod.GOLDEN_RELATIVE_TOLERANCE[v["precision"]]
+        frac, rtol = precision_spec(v["precision"]).golden_tolerance
         assert tol["rtol"] == rtol and tol["atol"] == pytest.approx(max(frac * scale, 1e-4), rel=1e-2), name
         assert tol["atol"] >= 1e-4 and tol["rtol"] >= 1e-3  # never tighter than the model's own tolerance
     assert all(p in d["golden"]["policy"] for p in ("fp32", "fp16", "int8", "TF32"))
