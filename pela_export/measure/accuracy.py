@@ -88,8 +88,9 @@ def evaluate_logits(logits_ref: np.ndarray, logits_cand: np.ndarray, labels: np.
 
 def _check_batch_size(batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise OptionError(f"--eval-batch-size must be an integer >= 1, got {batch_size!r}",
-                          fix="pass --eval-batch-size 32 (or any positive integer)")
+        # an API argument only: the pipeline evaluates in fixed batches (pipeline.bench.EVAL_BATCH), no flag sets it
+        raise OptionError(f"batch_size must be an integer >= 1, got {batch_size!r}",
+                          fix="call collect_logits_torch/collect_logits_onnx with batch_size=64 (or any positive integer)")
 
 
 def _logits_tensor(out: Any) -> torch.Tensor:

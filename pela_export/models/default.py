@@ -91,7 +91,8 @@ class Recipe:
         return {k: v for k, v in asdict(self).items() if k != "description"}
 
 
-RECIPES: Registry[Recipe] = Registry("default-model recipe", flag="--recipe")
+#: No flag: a recipe is chosen in the MODEL argument as ``default:NAME`` (see :func:`_unknown_recipe`).
+RECIPES: Registry[Recipe] = Registry("default-model recipe")
 
 # Digits are upsampled 8×8 → 16×16 (bilinear) and cut into 4×4 patches: still 16
 # tokens, but each patch then overlaps its neighbours by half an original pixel,
@@ -133,8 +134,16 @@ def recipe_preprocessing(rec: Recipe, mean: tuple[float, ...], std: tuple[float,
                          antialias=False, resize_mode="squash", resize_dtype="float32")
 
 
+def _unknown_recipe(name: str) -> OptionError:
+    return OptionError(f"unknown default-model recipe {name!r}",
+                       fix=f"pass MODEL as default:NAME with NAME one of: {', '.join(RECIPES.names())} "
+                           "(e.g. pela-export run default:fashion-mnist)")
+
+
 def get_recipe(name: str) -> Recipe:
     """The registered recipe ``name``; unknown names raise an OptionError listing the choices."""
+    if name not in RECIPES:
+        raise _unknown_recipe(name)
     return RECIPES.get(name)
 
 
@@ -343,10 +352,7 @@ def load_default_model(recipe: str = "digits", cache_dir: Path | None = None, re
     Retrains when the file is missing, unloadable, has other keys, or was made
     with a different recipe (one line on stderr says why), or when ``retrain``.
     """
-    if recipe not in RECIPES:
-        raise OptionError(f"unknown default-model recipe {recipe!r}",
-                          fix=f"choose one of: {', '.join(RECIPES.names())}")
-    rec = RECIPES.get(recipe)
+    rec = get_recipe(recipe)
     path = cache_path(recipe, cache_dir)
     loaded: tuple[nn.Module, dict[str, Any]] | None = None
     if retrain:

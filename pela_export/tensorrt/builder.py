@@ -130,7 +130,7 @@ def build_engine(onnx_path: str | os.PathLike[str], out_plan: str | os.PathLike[
     if serialized is None:
         raise TensorRTError(f"TensorRT {features.version} could not build the engine",
                             details=logger.errors or ["TensorRT logged no error; re-run with verbose logging"],
-                            fix="see the messages above; try a larger --workspace, another --precision, "
+                            fix="see the messages above; try a larger --workspace, another --trt-precision, "
                                 "or leave --dla-core out", where=str(onnx_path))
     with atomic_path(out_plan) as tmp:
         tmp.write_bytes(memoryview(serialized))

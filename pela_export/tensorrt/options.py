@@ -5,11 +5,12 @@ choices (strong typing, flags, calibrator) are made in :mod:`.plan` against
 :class:`~.features.TrtFeatures`, so asking for something the installed
 TensorRT lacks is an error, never silently dropped.
 
-Precision (``--precision``):
+Precision (``--trt-precision``; ``--precision`` is another option: which ONNX variants the
+precision stage writes):
 
 * ``auto``: whatever the ONNX graph carries (Q/DQ nodes -> INT8, FP16 casts or
-  tensors -> FP16, else FP32). The only meaning on TensorRT 11 (always strongly
-  typed) and on 10.x with ``--strongly-typed``.
+  tensors -> FP16, else FP32), the default. The only meaning on TensorRT 11 (always
+  strongly typed) and on 10.x with ``--strongly-typed``.
 * ``fp32`` | ``fp16`` | ``int8`` | ``fp16+int8``: on weakly typed builds (<= 10)
   the builder flags FP16 / INT8; on strongly typed builds the graph must already
   carry that precision (checked, not assumed).
@@ -32,7 +33,7 @@ MAX_OPT_LEVEL = 5
 
 #: The CLI flag each option is reported under.
 FLAGS = {
-    "precision": "--precision", "strongly_typed": "--strongly-typed", "profiles": "--profile",
+    "precision": "--trt-precision", "strongly_typed": "--strongly-typed", "profiles": "--profile",
     "axes": "--profile",
     "max_batch": "--max-batch", "opt_batch": "--opt-batch", "workspace_mib": "--workspace",
     "opt_level": "--opt-level", "timing_cache": "--timing-cache", "calibration_cache": "--calib-cache",
@@ -141,9 +142,10 @@ class BuildOptions:
     def validate(self) -> None:
         """Value checks that need no TensorRT; raises OptionError naming the flag."""
         if self.precision not in PRECISIONS:
-            raise OptionError(f"unknown precision {self.precision!r}", fix=f"pass --precision one of {', '.join(PRECISIONS)}")
+            raise OptionError(f"unknown precision {self.precision!r}", fix=f"pass --trt-precision one of {', '.join(PRECISIONS)}")
         if self.strongly_typed not in (None, True, False):
-            raise OptionError("--strongly-typed takes true/false", fix="pass --strongly-typed or leave it out")
+            raise OptionError(f"strongly_typed must be True, False or None, got {self.strongly_typed!r}",
+                              fix="pass --strongly-typed or leave it out (automatic)")
         for attr in ("max_batch", "opt_batch"):
             v = getattr(self, attr)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -180,7 +182,8 @@ class BuildOptions:
             raise OptionError(f"unknown hardware compatibility {self.hardware_compat!r}",
                               fix=f"pass --hardware-compat one of {', '.join(HARDWARE_COMPAT)}")
         if not isinstance(self.version_compatible, bool) or not isinstance(self.gpu_fallback, bool):
-            raise OptionError("--version-compatible / --gpu-fallback take true/false", fix="pass the flag or leave it out")
+            raise OptionError("version_compatible and gpu_fallback must be True or False",
+                              fix="pass --version-compatible or leave it out; --no-gpu-fallback turns GPU fallback off")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (sidecar, report); :meth:`from_dict` reverses it."""

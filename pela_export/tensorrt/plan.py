@@ -74,7 +74,7 @@ def _strong_typing(opts: BuildOptions, feats: TrtFeatures, decisions: list[str])
     if opts.strongly_typed:
         if not feats.strongly_typed_flag:
             raise _unsupported("--strongly-typed", "NetworkDefinitionCreationFlag.STRONGLY_TYPED", feats,
-                               "leave --strongly-typed out and use --precision (builder flags), or use TensorRT >= 10")
+                               "leave --strongly-typed out and use --trt-precision (builder flags), or use TensorRT >= 10")
         return True
     return False
 
@@ -117,10 +117,10 @@ def _precision(opts: BuildOptions, feats: TrtFeatures, graph: GraphInfo, strong:
             return carried, [], "explicit" if graph.has_qdq else None
         if want != carried:
             fix = ("convert the ONNX first (the precision stage writes FP16 / Q/DQ INT8 graphs) and build that, "
-                   "or pass --precision auto")
+                   "or pass --trt-precision auto")
             if not feats.strongly_typed_only:
                 fix += ", or leave --strongly-typed out to use builder flags"
-            raise OptionError(f"--precision {want} needs a graph that carries {want}, but this ONNX is {carried} "
+            raise OptionError(f"--trt-precision {want} needs a graph that carries {want}, but this ONNX is {carried} "
                               f"and a strongly typed TensorRT {feats.version} network takes precision from the graph",
                               fix=fix)
         return carried, [], "explicit" if graph.has_qdq else None
@@ -129,11 +129,11 @@ def _precision(opts: BuildOptions, feats: TrtFeatures, graph: GraphInfo, strong:
     if want == "auto":
         decisions.append(f"precision {eff}: taken from the graph ({'Q/DQ nodes' if graph.has_qdq else 'tensor types'})")
     if graph.has_qdq and "int8" not in eff:
-        raise OptionError(f"--precision {want}: the graph has Q/DQ nodes, which need the INT8 builder flag",
-                          fix="pass --precision int8 (or fp16+int8 / auto), or build the FP32/FP16 ONNX instead")
+        raise OptionError(f"--trt-precision {want}: the graph has Q/DQ nodes, which need the INT8 builder flag",
+                          fix="pass --trt-precision int8 (or fp16+int8 / auto), or build the FP32/FP16 ONNX instead")
     flags = [f for f, on in (("FP16", "fp16" in eff), ("INT8", "int8" in eff)) if on]
     if graph.has_fp16 and "fp16" not in eff:
-        decisions.append("the graph carries FP16 tensors but --precision has no fp16: "
+        decisions.append("the graph carries FP16 tensors but --trt-precision has no fp16: "
                          "TensorRT may run those layers in FP32")
     quant = None
     if "int8" in eff:
@@ -142,7 +142,7 @@ def _precision(opts: BuildOptions, feats: TrtFeatures, graph: GraphInfo, strong:
             decisions.append("INT8 by explicit quantization (Q/DQ nodes in the graph); no calibrator")
         else:
             if opts.calibration_cache is None:
-                raise OptionError(f"--precision {want}: the graph has no Q/DQ nodes, so INT8 needs a calibration cache",
+                raise OptionError(f"--trt-precision {want}: the graph has no Q/DQ nodes, so INT8 needs a calibration cache",
                                   fix="pass --calib-cache FILE, or build the Q/DQ ONNX from the precision stage")
             if not feats.int8_calibrator:
                 raise _unsupported("--calib-cache", "implicit INT8 calibration (IInt8EntropyCalibrator2)", feats,
@@ -165,7 +165,7 @@ def plan_build(options: BuildOptions, features: TrtFeatures, graph: GraphInfo) -
             why = "it has no implicit INT8 calibration" if not features.int8_calibrator \
                 else f"precision {precision} does not use INT8"
             raise OptionError(f"--calib-cache given, but this TensorRT {features.version} build cannot use it ({why})",
-                              fix="leave --calib-cache out, or pass --precision int8 on TensorRT <= 10")
+                              fix="leave --calib-cache out, or pass --trt-precision int8 on TensorRT <= 10")
         decisions.append(f"calibration cache {options.calibration_cache} not used: the Q/DQ nodes carry the scales")
     profiles = resolve_profiles(inputs_of_graph(graph), options, decisions)
     if options.workspace_mib is not None and not features.memory_pool_limit:
@@ -191,10 +191,10 @@ def plan_build(options: BuildOptions, features: TrtFeatures, graph: GraphInfo) -
             raise _unsupported("--dla-core", "DLA (DeviceType.DLA)", features, "leave --dla-core out to build for the GPU")
         if precision == "fp32":
             raise OptionError("--dla-core: DLA runs FP16 or INT8 only, and this build is FP32",
-                              fix="pass --precision fp16 (or int8), or leave --dla-core out")
+                              fix="pass --trt-precision fp16 (or int8), or leave --dla-core out")
         if options.gpu_fallback:
             if not features.gpu_fallback:
-                raise _unsupported("--gpu-fallback", "BuilderFlag.GPU_FALLBACK", features, "pass --gpu-fallback false")
+                raise _unsupported("--gpu-fallback", "BuilderFlag.GPU_FALLBACK", features, "pass --no-gpu-fallback")
             flags.append("GPU_FALLBACK")
         else:
             decisions.append("DLA without GPU fallback: the build fails if a layer cannot run on DLA")

@@ -52,7 +52,7 @@ def test_precision_cases(version: str, case: str, models: dict[str, Path], calib
     if version == "11.1" and case in ("fp32", "fp16", "int8-qdq"):
         kw = {**kw, "precision": "auto"}  # 11 takes precision from the graph
     if version == "11.1" and case == "int8-cache":
-        with pytest.raises(OptionError, match="calibration cache|--calib-cache|--precision"):
+        with pytest.raises(OptionError, match="calibration cache|--calib-cache|--trt-precision"):
             _build(trt, models[variant], tmp_path, **kw)
         assert trt._fake.calls == []  # refused before touching TensorRT
         return
@@ -135,8 +135,8 @@ UNSUPPORTED = [  # (version, options, flag named in the error)
     ("11.1", {"strongly_typed": False}, "--strongly-typed"),
     ("8.6.1", {"hardware_compat": "same-compute-capability"}, "--hardware-compat"),
     ("10.3.0", {"hardware_compat": "same-compute-capability"}, "--hardware-compat"),
-    ("11.1", {"precision": "fp16"}, "--precision"),  # FP32 graph: 11 cannot lower precision by flag
-    ("10.16", {"precision": "fp16", "strongly_typed": True}, "--precision"),
+    ("11.1", {"precision": "fp16"}, "--trt-precision"),  # FP32 graph: 11 cannot lower precision by flag
+    ("10.16", {"precision": "fp16", "strongly_typed": True}, "--trt-precision"),
     ("10.3.0", {"dla_core": 0, "precision": "fp32"}, "--dla-core"),
 ]
 

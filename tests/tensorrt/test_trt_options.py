@@ -46,7 +46,7 @@ def test_duplicate_profile() -> None:
 
 
 @pytest.mark.parametrize("kw,flag", [
-    ({"precision": "int4"}, "--precision"),
+    ({"precision": "int4"}, "--trt-precision"),
     ({"workspace_mib": 0}, "--workspace"),
     ({"workspace_mib": 1.5}, "--workspace"),
     ({"opt_level": 6}, "--opt-level"),

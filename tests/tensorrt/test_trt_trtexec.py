@@ -43,7 +43,7 @@ def test_fp16_weakly_typed(models: dict[str, Path], version: str, expected: list
 def test_11_has_no_precision_flags(models: dict[str, Path]) -> None:
     assert _cmd(models, "fp16", "11.1", precision="auto") == [*SHAPES, *COMMON]
     assert _cmd(models, "int8", "11.1", precision="int8") == [*SHAPES, *COMMON]
-    with pytest.raises(OptionError, match="--precision"):
+    with pytest.raises(OptionError, match="--trt-precision"):
         _cmd(models, "fp32", "11.1", precision="fp16")
 
 
