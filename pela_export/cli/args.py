@@ -102,6 +102,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3; cosine schedule)")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up epochs (default 1)")
+    g.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warm-up in optimizer steps; wins over --warmup-epochs when given")
     g.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default 1.0)")
     g.add_argument("--alpha", type=float, default=1.0, help="weight of block-feature distillation (default 1)")
     g.add_argument("--beta", type=float, default=0.0, help="weight of logit distillation (KL; default 0)")
@@ -113,7 +115,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "own trainable parameters, an adapter's base stays frozen) or the whole student")
     g.add_argument("--distill-blocks", help="comma-separated globs of the blocks to distil (default: found automatically)")
     g.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted training run from <out>/train/")
+    g.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="where a checkpoint is written after every epoch and --resume reads it (default <out>/train)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted training run from its last checkpoint (in --checkpoint-dir) to "
+                        "the same result as an uninterrupted run")
 
 
 def add_calib_args(p: argparse.ArgumentParser) -> None:
@@ -160,6 +166,7 @@ def add_precision_args(p: argparse.ArgumentParser) -> None:
 
 def add_trt_args(p: argparse.ArgumentParser) -> None:
     from ..tensorrt import HARDWARE_COMPAT
+    from ..tensorrt.options import PRECISIONS as TRT_PRECISIONS
 
     g = p.add_argument_group("TensorRT engines (built where TensorRT is installed; trtexec scripts always)")
     g.add_argument("--trt-version", help="target TensorRT for the parser check and trtexec scripts when TensorRT is "
@@ -177,6 +184,19 @@ def add_trt_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--version-compatible", action="store_true", help="version-compatible plan (where supported)")
     g.add_argument("--hardware-compat", choices=HARDWARE_COMPAT, default="none",
                    help="hardware compatibility level (where supported; default none)")
+    # the builder's precision, apart from --precision (which ONNX variants the precision stage writes)
+    g.add_argument("--trt-precision", choices=TRT_PRECISIONS, default="auto",
+                   help="builder precision for every variant: auto (default: what each ONNX graph carries, Q/DQ -> "
+                        "INT8, FP16 tensors -> FP16) or fp32|fp16|int8|fp16+int8 as builder flags (TensorRT <= 10)")
+    g.add_argument("--strongly-typed", action="store_const", const=True, default=None,
+                   help="strongly typed network on TensorRT 10.x: precision from the graph, no builder flags "
+                        "(default: off on <= 10; TensorRT 11 is always strongly typed)")
+    g.add_argument("--calib-cache", metavar="FILE",
+                   help="INT8 calibration cache (EntropyCalibration2) for implicit INT8 of a graph without Q/DQ "
+                        "nodes, TensorRT <= 10 only (the precision stage writes one beside the INT8 ONNX)")
+    g.add_argument("--gpu-fallback", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --dla-core: run layers DLA cannot on the GPU (default on; --no-gpu-fallback makes "
+                        "such a layer fail the build)")
 
 
 def _trt_config(ns: argparse.Namespace) -> Any:
@@ -184,10 +204,12 @@ def _trt_config(ns: argparse.Namespace) -> Any:
         return None
     from ..tensorrt import BuildOptions, parse_profiles
 
-    return BuildOptions(profiles=parse_profiles(ns.profile or []), max_batch=ns.max_batch,
+    return BuildOptions(precision=ns.trt_precision, strongly_typed=ns.strongly_typed,
+                        profiles=parse_profiles(ns.profile or []), max_batch=ns.max_batch,
                         opt_batch=getattr(ns, "opt_batch", 1), workspace_mib=ns.workspace, opt_level=ns.opt_level,
-                        timing_cache=ns.timing_cache, dla_core=ns.dla_core,
-                        version_compatible=ns.version_compatible, hardware_compat=ns.hardware_compat)
+                        timing_cache=ns.timing_cache, calibration_cache=ns.calib_cache, dla_core=ns.dla_core,
+                        gpu_fallback=ns.gpu_fallback, version_compatible=ns.version_compatible,
+                        hardware_compat=ns.hardware_compat)
 
 
 def _train_config(ns: argparse.Namespace) -> Any:
@@ -197,9 +219,10 @@ def _train_config(ns: argparse.Namespace) -> Any:
 
     blocks = tuple(b for b in (ns.distill_blocks or "").split(",") if b) or None
     return TrainConfig(epochs=ns.epochs, batch_size=ns.batch_size, lr=ns.lr, weight_decay=ns.weight_decay,
-                       warmup_epochs=ns.warmup_epochs, grad_clip=ns.grad_clip, alpha=ns.alpha, beta=ns.beta,
-                       lam=ns.lam, eps=ns.eps, temperature=ns.temperature, scope=ns.train_scope,
-                       distill_blocks=blocks, seed=ns.seed, resume=ns.resume)
+                       warmup_epochs=ns.warmup_epochs, warmup_steps=ns.warmup_steps, grad_clip=ns.grad_clip,
+                       alpha=ns.alpha, beta=ns.beta, lam=ns.lam, eps=ns.eps, temperature=ns.temperature,
+                       scope=ns.train_scope, distill_blocks=blocks, seed=ns.seed, resume=ns.resume,
+                       checkpoint_dir=ns.checkpoint_dir)
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:

@@ -3,12 +3,33 @@ teaches the factorized (or structured) student; accuracy before/after goes into 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from ..errors import OptionError
+from ..train.checkpoint import checkpoint_path
 from .context import Context, log
+
+
+def checkpoint_dir(ctx: Context) -> str:
+    """Where the per-epoch checkpoints go: ``--checkpoint-dir``, else ``<out>/train`` (recorded as a choice).
+
+    Decided here, where the output directory is known, so ``--resume`` finds the interrupted run's checkpoint
+    without the user naming it; checked writable now rather than after the first epoch.
+    """
+    from .._io import ensure_writable_dir
+
+    given = ctx.cfg.train.checkpoint_dir
+    path = Path(given).expanduser() if given is not None else ctx.artifacts.root / "train"
+    if given is None:
+        ctx.note(f"PELA training checkpoints: {path} (<out>/train; pass --checkpoint-dir to change)")
+    ensure_writable_dir(path, flag="--checkpoint-dir")
+    if ctx.cfg.train.resume and not checkpoint_path(path).is_file():
+        ctx.note(f"--resume: no checkpoint in {path} yet (the interrupted run ended before its first epoch), "
+                 "so training starts at epoch 1")
+    return str(path)
 
 
 def train_stage(ctx: Context, student: nn.Module, *, structured: bool = False) -> dict[str, Any]:
@@ -22,8 +43,8 @@ def train_stage(ctx: Context, student: nn.Module, *, structured: bool = False) -
     from ..train.data import from_text
 
     cfg, loaded = ctx.cfg, ctx.loaded
-    tc = dataclasses.replace(cfg.train, checkpoint_dir=str(ctx.artifacts.root / "train"), device=cfg.device,
-                             progress=cfg.progress)
+    tc = dataclasses.replace(cfg.train, checkpoint_dir=checkpoint_dir(ctx), device=cfg.device, progress=cfg.progress)
+    tc.check_resume()
     source = cfg.train_data or cfg.data or loaded.default_dataset
     if source is None:
         raise OptionError(f"--train needs training data and {loaded.name!r} has no dataset",

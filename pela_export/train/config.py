@@ -51,7 +51,11 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        """Raise :class:`OptionError` naming the option for any out-of-range value."""
+        """Raise :class:`OptionError` naming the option for any out-of-range value.
+
+        Value checks only: ``resume`` is checked by :meth:`check_resume` once the run has chosen the
+        checkpoint directory (the CLI's default, ``<out>/train``, is not known when options are parsed).
+        """
         checks: list[tuple[bool, str, str]] = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}", "--epochs"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}", "--batch-size"),
@@ -63,13 +67,18 @@ class TrainConfig:
             (self.grad_clip is None or self.grad_clip > 0,
              f"gradient clip must be > 0 (or None), got {self.grad_clip}", "--grad-clip"),
             (self.scope in SCOPES, f"unknown training scope {self.scope!r}", "--train-scope"),
-            (not self.resume or self.checkpoint_dir is not None,
-             "resume needs a checkpoint directory", "--checkpoint-dir"),
         ]
         for ok, problem, flag in checks:
             if not ok:
                 choices = f" with one of: {', '.join(SCOPES)}" if flag == "--train-scope" else " with a valid value"
                 raise OptionError(problem, fix=f"pass {flag}{choices}")
+
+    def check_resume(self) -> None:
+        """``resume`` needs the directory the interrupted run wrote to. The pipeline decides it (``<out>/train``
+        unless ``--checkpoint-dir``), so this runs where training starts, not when the options are parsed."""
+        if self.resume and self.checkpoint_dir is None:
+            raise OptionError("resume needs the checkpoint directory of the interrupted run, and none was set",
+                              fix="set TrainConfig(checkpoint_dir=...) (the CLI's --checkpoint-dir, default <out>/train)")
 
     def fingerprint(self, **data: Any) -> dict[str, Any]:
         """JSON-ready fields that determine the result, plus facts about the data (``data``)."""

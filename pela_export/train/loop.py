@@ -156,6 +156,7 @@ def train_pela(student: nn.Module, teacher: nn.Module, train_data: TrainData | D
     optimizer step. ``requires_grad`` flags and the teacher's mode are restored.
     """
     cfg.validate()
+    cfg.check_resume()
     data = train_data if isinstance(train_data, TrainData) else from_torch_dataset(train_data)
     device = _device(cfg)
     flags = {name: p.requires_grad for name, p in student.named_parameters()}
@@ -191,6 +192,9 @@ def _run(student: nn.Module, teacher: nn.Module, data: TrainData, cfg: TrainConf
     ckpt = checkpoint_path(cfg.checkpoint_dir) if cfg.checkpoint_dir is not None else None
     result = TrainResult(student=student, checkpoint=ckpt)
     start_epoch, step = 0, 0
+    if cfg.resume and ckpt is not None and not ckpt.is_file() and cfg.progress:
+        # killed before the first epoch ended: nothing to continue, so starting over is the resumed run
+        print(f"resume: no checkpoint at {ckpt} yet, training starts at epoch 1", file=sys.stderr, flush=True)
     if cfg.resume and ckpt is not None and ckpt.is_file():
         blob = load_checkpoint(ckpt)
         check_fingerprint(blob, fingerprint, ckpt)

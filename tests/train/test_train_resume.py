@@ -3,7 +3,7 @@ import pytest
 import torch
 from train_helpers import random_data, vit_pair
 
-from pela_export.errors import ArtifactError, CheckpointError
+from pela_export.errors import ArtifactError, CheckpointError, OptionError
 from pela_export.train import TrainConfig, checkpoint_path, load_checkpoint, train_pela
 
 
@@ -99,3 +99,10 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
         train_pela(student, teacher, data, _cfg(tmp_path, epochs=1))
     assert checkpoint_path(tmp_path).read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint_path(tmp_path).name]  # no temp files left
+
+
+def test_resume_without_a_checkpoint_dir_in_the_api_names_the_setting():
+    teacher, student = vit_pair(ratio=4)
+    with pytest.raises(OptionError) as err:
+        train_pela(student, teacher, random_data(8), TrainConfig(epochs=1, resume=True, progress=False))
+    assert "checkpoint_dir" in str(err.value) and "--checkpoint-dir" in str(err.value)
