@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from pela_export.bench import LatencyStats, count_flops, count_params, environment_info
-from pela_export.bench._ort import make_session
+from pela_export.measure import LatencyStats, count_flops, count_params, environment_info
+from pela_export.measure._ort import make_session
 from pela_export.pipeline.compress import compress_stage
 from pela_export.pipeline.config import RunConfig
 from pela_export.pipeline.context import prepare
+from pela_export.pipeline.records import CompressRecord
 from pela_export.pipeline.export import export_stage
 
 TARGETS = {2.0: 0.65, 3.0: 0.50}  # compressed/original ONNX Runtime CPU latency, batch 1 (issue #2)
@@ -84,14 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         loaded = ctx.loaded
         compress_stage(ctx)
         record = export_stage(ctx)
-        original_onnx = original_onnx or record["final_onnx"]["original"]
+        original_onnx = original_onnx or record.final_onnx["original"]
         x1 = loaded.dummy_input(1)
         fl_o, fl_c = count_flops(ctx.original(), x1).flops, count_flops(ctx.compressed(), x1).flops
-        totals = ctx.load_record("compress", "bench")["compression"]["totals"]
+        totals = ctx.load_record(CompressRecord, "bench").compression["totals"]
         for b in args.batch_sizes:
             for threads in args.threads:
                 x = loaded.dummy_input(b).numpy()
-                lat = _interleaved({"original": original_onnx, "compressed": record["final_onnx"]["compressed"]},
+                lat = _interleaved({"original": original_onnx, "compressed": record.final_onnx["compressed"]},
                                    loaded.input_name, x, args.rounds, args.runs, threads)
                 ratio = lat["compressed"]["p50_ms_median_of_rounds"] / lat["original"]["p50_ms_median_of_rounds"]
                 target = TARGETS.get(float(k)) if b == 1 else None
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                     "p50_ms_compressed": lat["compressed"]["p50_ms_median_of_rounds"],
                     "latency_ratio": ratio, "target_latency_ratio": target,
                     "meets_target": (ratio <= target) if target is not None else None,
-                    "verified": record["verification"].get("ok", False), "latency": lat,
+                    "verified": record.verification.get("ok", False), "latency": lat,
                 })
                 print(f"k={k:g} batch={b} threads={threads}: p50 {rows[-1]['p50_ms_original']:.1f} -> "
                       f"{rows[-1]['p50_ms_compressed']:.1f} ms (ratio {ratio:.3f}, FLOP ratio {fl_c / fl_o:.3f}, "

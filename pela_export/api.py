@@ -4,6 +4,10 @@
 >>> from pela_export.pipeline.config import RunConfig
 >>> api.run(RunConfig(model="timm:deit_small_patch16_224", ratio=3))  # doctest: +SKIP
 
+The stage functions return their stage record as a plain dict (``stages/<stage>.json``'s
+content; the typed records are :mod:`pela_export.pipeline.records`). :data:`STAGES` is the
+order :func:`run` runs them in (:data:`pela_export.pipeline.stages.PIPELINE`).
+
 Stage modules are imported inside each function: ``api.verify_bundle`` and
 ``api.device_bench`` run on a device without PyTorch, the workstation stages
 import it when called.
@@ -15,14 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .pipeline.config import RunConfig
+from .pipeline.config import STAGES, RunConfig
 
 if TYPE_CHECKING:
     from .models.base import LoadedModel
     from .pipeline.context import Context
     from .runtime.sums import Problem
 
-__all__ = ["RunConfig", "run", "compress", "export", "precision", "build", "bench", "package", "inspect", "prepare",
+__all__ = ["RunConfig", "STAGES", "run", "compress", "export", "precision", "build", "bench", "package", "inspect", "prepare",
            "verify_bundle", "device_bench", "merge_reports"]
 
 
@@ -63,7 +67,7 @@ def compress(cfg: RunConfig) -> dict[str, Any]:
     """Factorize and save the compressed model, spec and rank table."""
     from .pipeline.compress import compress_stage
 
-    return compress_stage(prepare(cfg))
+    return compress_stage(prepare(cfg)).to_dict()
 
 
 def export(cfg: RunConfig) -> dict[str, Any]:
@@ -72,7 +76,7 @@ def export(cfg: RunConfig) -> dict[str, Any]:
 
     ctx = prepare(cfg)
     _ensure_compressed(ctx)
-    return export_stage(ctx, simplify="simplify" not in cfg.skip, verify="verify" not in cfg.skip)
+    return export_stage(ctx, simplify="simplify" not in cfg.skip, verify="verify" not in cfg.skip).to_dict()
 
 
 def bench(cfg: RunConfig) -> dict[str, Any]:
@@ -91,14 +95,14 @@ def bench(cfg: RunConfig) -> dict[str, Any]:
         export_stage(ctx)
     record = bench_stage(ctx)
     report_stage(ctx)
-    return record
+    return record.to_dict()
 
 
 def precision(cfg: RunConfig) -> dict[str, Any]:
     """FP16 / INT8 variants of the saved FP32 ONNX files, measured against FP32 with ONNX Runtime."""
     from .pipeline.precision import precision_stage
 
-    return precision_stage(prepare(cfg))
+    return precision_stage(prepare(cfg)).to_dict()
 
 
 def build(cfg: RunConfig) -> dict[str, Any]:
@@ -106,14 +110,14 @@ def build(cfg: RunConfig) -> dict[str, Any]:
     scripts are written and a DependencyError says engines need the device."""
     from .pipeline.build import build_stage
 
-    return build_stage(prepare(cfg), required=True)
+    return build_stage(prepare(cfg), required=True).to_dict()
 
 
 def package(cfg: RunConfig) -> dict[str, Any]:
     """The deployment bundle (``OUT/bundle`` + ``OUT/bundle.tar.gz``) from a run's saved artifacts."""
     from .pipeline.package import package_stage
 
-    return package_stage(prepare(cfg))
+    return package_stage(prepare(cfg)).to_dict()
 
 
 def verify_bundle(path: str | os.PathLike[str]) -> list[Problem]:

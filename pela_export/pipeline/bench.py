@@ -13,14 +13,16 @@ from ..export import count_onnx_params, load_onnx
 from ..errors import ArtifactError
 from .context import Context, log
 from .evaldata import accuracy_record
+from .records import BenchRecord, ExportRecord, PrecisionRecord, PrecisionVariant
 
 EVAL_BATCH = 64
 
 
 def deployed_onnx(ctx: Context) -> dict[str, Path]:
     """The final ONNX file of each variant, as recorded by the export stage."""
-    record = ctx.load_record("export", needed_by="bench")
-    paths = {v: Path(p) for v, p in record["final_onnx"].items()}
+    record = ctx.load_record(ExportRecord, needed_by="bench")
+    check_export_io(ctx, record)
+    paths = {v: Path(p) for v, p in record.final_onnx.items()}
     for variant, path in paths.items():
         if not path.is_file():
             raise ArtifactError(f"{variant} ONNX {path} recorded by the export stage is missing",
@@ -28,16 +30,33 @@ def deployed_onnx(ctx: Context) -> dict[str, Path]:
     return paths
 
 
-def recorded_precision_variants(ctx: Context, needed_by: str) -> dict[str, tuple[Path, dict[str, Any]]]:
+def check_export_io(ctx: Context, record: ExportRecord) -> None:
+    """The saved graphs must have this run's model inputs and outputs (names, input dtypes); a record written
+    before it carried them (``io`` absent) is trusted as before."""
+    if record.io is None:
+        return
+    saved, model = record.io, ctx.loaded.spec
+    ins = [(t.name, t.dtype) for t in saved.inputs], [(t.name, t.dtype) for t in model.inputs]
+    outs = saved.output_names, model.output_names
+    if ins[0] != ins[1] or outs[0] != outs[1]:
+        raise ArtifactError(f"the saved ONNX files were exported with inputs {ins[0]} and outputs {outs[0]}, but "
+                            f"this run's model has inputs {ins[1]} and outputs {outs[1]}",
+                            fix="re-run the export stage (drop --skip export), or pass the same model options "
+                                "(e.g. --hidden-state) as the saved run",
+                            where=str(ctx.artifacts.stage_record("export")))
+
+
+def recorded_precision_variants(ctx: Context, needed_by: str) -> dict[str, tuple[Path, PrecisionVariant]]:
     """Each FP16/INT8 variant the precision stage recorded: name → (its ONNX file, checked to exist; its record).
 
     Empty when the precision stage never ran in this output directory.
     """
-    if not ctx.artifacts.stage_record("precision").is_file():
+    record = ctx.optional_record(PrecisionRecord, needed_by=needed_by)
+    if record is None:
         return {}
-    out: dict[str, tuple[Path, dict[str, Any]]] = {}
-    for name, variant in ctx.load_record("precision", needed_by=needed_by)["variants"].items():
-        onnx = Path(variant["onnx"])
+    out: dict[str, tuple[Path, PrecisionVariant]] = {}
+    for name, variant in record.variants.items():
+        onnx = Path(variant.onnx)
         if not onnx.is_file():
             raise ArtifactError(f"{name} ONNX {onnx} recorded by the precision stage is missing",
                                 fix="re-run the precision stage (drop --skip precision)")
@@ -83,7 +102,7 @@ def _precision_latency(ctx: Context, shapes: BenchShapes) -> dict[str, dict[str,
     return out
 
 
-def bench_stage(ctx: Context) -> dict[str, Any]:
+def bench_stage(ctx: Context) -> BenchRecord:
     cfg = ctx.cfg
     onnx_paths = deployed_onnx(ctx)
     device = torch.device(cfg.device)
@@ -103,15 +122,14 @@ def bench_stage(ctx: Context) -> dict[str, Any]:
         benchmarks[variant] = VariantBenchmark(
             params_torch=count_params(model), params_onnx=count_onnx_params(load_onnx(path, check=False)), flops=flops,
             onnx_size=onnx_file_size(path), latency=grid["latency"], threads=grid["threads"])
-    record = {
-        "precision_latency": _precision_latency(ctx, shapes),
-        "device": cfg.device,
-        "shapes": shapes.to_dict(),
-        "onnxruntime_session": {"provider": "CPUExecutionProvider", "graph_optimization": "all",
-                                "execution_mode": "sequential", "intra_op_spinning": False},
-        "benchmarks": {k: v.to_dict() for k, v in benchmarks.items()},
-        "accuracy": accuracy_record(ctx, onnx_paths, EVAL_BATCH, threads=cfg.threads),
-        "onnx": {k: str(v) for k, v in onnx_paths.items()},
-    }
-    ctx.save_record("bench", record)
-    return record
+    record = BenchRecord(
+        precision_latency=_precision_latency(ctx, shapes),
+        device=cfg.device,
+        shapes=shapes.to_dict(),
+        onnxruntime_session={"provider": "CPUExecutionProvider", "graph_optimization": "all",
+                             "execution_mode": "sequential", "intra_op_spinning": False},
+        benchmarks={k: v.to_dict() for k, v in benchmarks.items()},
+        accuracy=accuracy_record(ctx, onnx_paths, EVAL_BATCH, threads=cfg.threads),
+        onnx={k: str(v) for k, v in onnx_paths.items()},
+    )
+    return ctx.save_record(record)

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import DependencyError
 from .bench import deployed_onnx, recorded_precision_variants
 from .context import Context, log
+from .records import BuildRecord, BuildVariant
 
 ENGINE_DIR = "engines"
 
@@ -40,7 +41,7 @@ def _target_versions(ctx: Context, installed: str | None) -> list[str]:
     return [ctx.cfg.trt_version] if ctx.cfg.trt_version else list(TABLE_VERSIONS)
 
 
-def build_stage(ctx: Context, *, required: bool = False) -> dict[str, Any]:
+def build_stage(ctx: Context, *, required: bool = False) -> BuildRecord:
     """Check, script and (with TensorRT) build every variant; ``required`` makes absent TensorRT an error."""
     from .. import __version__
     from ..tensorrt import (build_engine, check_onnx_for_trt, features_for_version, format_findings, inspect_onnx,
@@ -53,33 +54,33 @@ def build_stage(ctx: Context, *, required: bool = False) -> dict[str, Any]:
     installed = version_of(load_tensorrt()) if tensorrt_available() else None
     versions = _target_versions(ctx, installed)
     engines_dir = ctx.artifacts.root / ENGINE_DIR
-    record: dict[str, Any] = {"tensorrt_installed": installed, "target_versions": versions, "variants": {}}
+    record = BuildRecord(tensorrt_installed=installed, target_versions=versions, variants={})
     # quoted in the runner's "rebuild on this device" errors
     model = [ctx.cfg.model] if ctx.cfg.model else []
     rebuild = shlex.join(["pela-export", "build", *model, "--out", str(ctx.artifacts.root)])
     for name, onnx in files.items():
-        entry: dict[str, Any] = {"onnx": str(onnx), "parse_check": {}, "trtexec": {}}
+        entry = BuildVariant(onnx=str(onnx))
         graph = inspect_onnx(onnx)
         for version in versions:
             findings = check_onnx_for_trt(onnx, version)
-            entry["parse_check"][version] = [f.to_dict() for f in findings]
+            entry.parse_check[version] = [f.to_dict() for f in findings]
             if errors_of(findings):
                 ctx.note(f"{name}: TensorRT {version}'s ONNX parser will reject it:\n{format_findings(errors_of(findings))}")
                 continue
             plan_path = engines_dir / version / f"{name}.plan"
             script = write_trtexec_script(onnx, plan_path, plan_build(options, features_for_version(version), graph),
                                           tool_version=__version__)
-            entry["trtexec"][version] = str(script)
+            entry.trtexec[version] = str(script)
         if installed:
             plan_path = engines_dir / installed / f"{name}.plan"
             log(f"building TensorRT {installed} engine for {name}")
-            entry["engine"] = build_engine(onnx, plan_path, options, log=log, rebuild_command=rebuild).to_dict()
-        record["variants"][name] = entry
+            entry.engine = build_engine(onnx, plan_path, options, log=log, rebuild_command=rebuild).to_dict()
+        record.variants[name] = entry
     if installed is None:
-        record["skipped"] = ("TensorRT Python bindings are not installed here: engines not built; the static parser "
+        record.skipped = ("TensorRT Python bindings are not installed here: engines not built; the static parser "
                              f"check and trtexec scripts for TensorRT {', '.join(versions)} are in {engines_dir}")
-        log(f"build: {record['skipped']}")
-    ctx.save_record("build", record)
+        log(f"build: {record.skipped}")
+    ctx.save_record(record)
     if installed is None and required:
         raise DependencyError("TensorRT Python bindings are not installed, so no engine was built "
                               f"(parser check and trtexec scripts written to {engines_dir})",

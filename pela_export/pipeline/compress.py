@@ -2,26 +2,29 @@
 (``--structure KIND``: a structured model instead, see :mod:`.compress_structured`)."""
 from __future__ import annotations
 
-from typing import Any
-
 from .._io import write_text_atomic
 from ..measure import count_params
 from ..lowrank import factorize_model, format_rank_table, save_compressed
+from .compress_options import describe_ranks, effective_ratio, ratio_choice
 from .context import Context, log
 from .dataaware import data_aware_kwargs
+from .records import CompressRecord
 
 
-def compress_stage(ctx: Context) -> dict[str, Any]:
+def compress_stage(ctx: Context) -> CompressRecord:
     """Factorize, save (atomically) and record; returns the stage record."""
     cfg = ctx.cfg
     if cfg.structure is not None:
         from .compress_structured import structured_compress_stage
 
         return structured_compress_stage(ctx)
-    log(f"compressing {ctx.loaded.name}: method={cfg.method}, rank policy={cfg.rank_policy}, k={cfg.ratio:g}"
+    choice = ratio_choice(cfg)
+    if choice is not None:
+        ctx.note(choice)
+    log(f"compressing {ctx.loaded.name}: method={cfg.method}, rank policy={cfg.rank_policy}, {describe_ranks(cfg)}"
         + (f", align={cfg.align}" if cfg.align else ""))
     extra, calibration = data_aware_kwargs(ctx)
-    result = factorize_model(ctx.original(), ratio=cfg.ratio, method=cfg.method, rank_policy=cfg.rank_policy,
+    result = factorize_model(ctx.original(), ratio=effective_ratio(cfg), method=cfg.method, rank_policy=cfg.rank_policy,
                              align=cfg.align, include=cfg.include, exclude=cfg.exclude, **extra)
     if not result.factorized:
         from ..errors import OptionError
@@ -43,16 +46,15 @@ def compress_stage(ctx: Context) -> dict[str, Any]:
 
     drop_stale(ctx, keep="lowrank")
     table = format_rank_table(result)
-    write_text_atomic(ctx.artifacts.rank_table, f"# Ranks: {ctx.loaded.name} (k={cfg.ratio:g})\n\n{table}\n")
+    write_text_atomic(ctx.artifacts.rank_table, f"# Ranks: {ctx.loaded.name} ({describe_ranks(cfg)})\n\n{table}\n")
     print(table)
     ctx.set_compressed(result.model)
-    record = {
-        "compression": result.to_dict(),
-        "params": {"original": count_params(ctx.original()), "compressed": count_params(result.model)},
-        "calibration": calibration,
-        "training": training,
-        "artifacts": {"checkpoint": str(ctx.artifacts.compressed_ckpt), "spec": str(ctx.artifacts.lowrank_spec),
-                      "rank_table": str(ctx.artifacts.rank_table)},
-    }
-    ctx.save_record("compress", record)
-    return record
+    record = CompressRecord(
+        compression=result.to_dict(),
+        params={"original": count_params(ctx.original()), "compressed": count_params(result.model)},
+        calibration=calibration,
+        training=training,
+        artifacts={"checkpoint": str(ctx.artifacts.compressed_ckpt), "spec": str(ctx.artifacts.lowrank_spec),
+                   "rank_table": str(ctx.artifacts.rank_table)},
+    )
+    return ctx.save_record(record)

@@ -20,14 +20,16 @@ from ..errors import OptionError
 from ..structured.apply import StructureRecord
 from ..structured.base import StructuredLinear, count_unique
 from .context import Context, log
+from .records import CompressRecord
+from .compress_options import effective_ratio
 from .structured_options import resolved_base
 
 
 def _notes(ctx: Context, base: str | None) -> None:
     cfg = ctx.cfg
     if base == "lowrank" and cfg.structure_base is None:
-        ctx.note(f"--structure {cfg.structure}: the delta sits on a frozen plain-SVD base at k={cfg.ratio:g}"
-                 f"{'' if cfg.ratio_given else ' (default --ratio)'}, as in bench/structured_methods.py; "
+        ctx.note(f"--structure {cfg.structure}: the delta sits on a frozen plain-SVD base at k={effective_ratio(cfg):g}"
+                 f"{'' if cfg.ratio is not None else ' (default --ratio)'}, as in bench/structured_methods.py; "
                  "pass --structure-base dense for the delta on the dense weights")
     if cfg.include is None or cfg.exclude is None:
         ctx.note("layer selection uses the default globs (attention and MLP linears; patch embed, norms, head kept dense)")
@@ -78,7 +80,7 @@ def _totals(student: nn.Module, rec: StructureRecord) -> dict[str, Any]:
             "note": "structured layers; a shared tensor counted once"}
 
 
-def structured_compress_stage(ctx: Context) -> dict[str, Any]:
+def structured_compress_stage(ctx: Context) -> CompressRecord:
     """Structure, share, train (if asked), save and record; returns the stage record."""
     from ..structured.accounting import account
     from ..structured.apply import structure_model
@@ -93,11 +95,11 @@ def structured_compress_stage(ctx: Context) -> dict[str, Any]:
     _notes(ctx, base)
     opts = ", ".join(f"{k}={v}" for k, v in (cfg.structure_opts or {}).items()) or "defaults"
     log(f"structuring {ctx.loaded.name}: --structure {kind} ({opts})" + (f", base {base}" if base else "")
-        + (f" k={cfg.ratio:g}" if base == "lowrank" else "") + (", sharing central cores" if cfg.share_central else ""))
+        + (f" k={effective_ratio(cfg):g}" if base == "lowrank" else "") + (", sharing central cores" if cfg.share_central else ""))
     original = ctx.original()
     student, first = structure_model(original, kind, include=cfg.include, exclude=cfg.exclude,
                                      hyper=cfg.structure_opts, base=base or "dense",
-                                     ratio=cfg.ratio if base == "lowrank" else None)
+                                     ratio=effective_ratio(cfg))
     sharing = _share(student) if cfg.share_central else None
     training = None
     if cfg.train is not None:
@@ -116,17 +118,16 @@ def structured_compress_stage(ctx: Context) -> dict[str, Any]:
               "trained": training is not None}
     save_run_structured(ctx, student, source, {"record": rec.to_dict()})
     ctx.set_compressed(student)
-    record = {
-        "compression": {"method": f"structured:{kind}", "structure": kind, "ratio": first.ratio,
-                        "layers": _rows(original, rec, student), "totals": _totals(student, rec)},
-        "structured": {"kind": kind, "hyper": rec.hyper, "base": base, "ratio": first.ratio,
-                       "share_central": cfg.share_central, "sharing": sharing,
-                       "params": {"trainable": params.trainable, "stored": params.stored},
-                       "layers": [dataclasses.asdict(e) for e in rec.layers]},
-        "params": {"original": count_params(original), "compressed": count_params(student)},
-        "calibration": None,
-        "training": training,
-        "artifacts": {"checkpoint": str(ctx.artifacts.structured_ckpt), "spec": str(ctx.artifacts.structured_spec)},
-    }
-    ctx.save_record("compress", record)
-    return record
+    record = CompressRecord(
+        compression={"method": f"structured:{kind}", "structure": kind, "ratio": first.ratio,
+                     "layers": _rows(original, rec, student), "totals": _totals(student, rec)},
+        structured={"kind": kind, "hyper": rec.hyper, "base": base, "ratio": first.ratio,
+                    "share_central": cfg.share_central, "sharing": sharing,
+                    "params": {"trainable": params.trainable, "stored": params.stored},
+                    "layers": [dataclasses.asdict(e) for e in rec.layers]},
+        params={"original": count_params(original), "compressed": count_params(student)},
+        calibration=None,
+        training=training,
+        artifacts={"checkpoint": str(ctx.artifacts.structured_ckpt), "spec": str(ctx.artifacts.structured_spec)},
+    )
+    return ctx.save_record(record)

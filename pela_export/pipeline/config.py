@@ -11,9 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError
+from ..options import option
+from ..cli.device_args import ints
+from .compress_options import method_names, policy_names, probe_names
 
-STAGES: tuple[str, ...] = ("compress", "export", "simplify", "verify", "precision", "build", "bench", "report",
-                           "package")
+from .stages import STAGE_NAMES
+
+#: The stage order, from the one registered tuple (:data:`.stages.PIPELINE`).
+STAGES: tuple[str, ...] = STAGE_NAMES
 
 
 #: The decomposition used when calibration data is given and --method is not: chosen on the
@@ -35,15 +40,23 @@ class RunConfig:
     label_column: str | None = None  # text data files: the label column (None: detect, or unlabelled)
     out: str | None = None
     device: str = "cpu"
-    # compression (ratio None: 2.0; a ratio given explicitly must be used by the chosen structure)
-    ratio: float | None = None
+    # compression; which method/policy reads which option is declared where each registers
+    # (ratio None: not given; a policy that reads it uses lowrank.DEFAULT_RATIO, recorded as a choice)
+    ratio: float | None = option(None, flag="--ratio", type=float, metavar="K",
+                                 help="PELA compression ratio k > 1: r = in*out // (k*(in+out))")
     # None: svd, or DATA_AWARE_METHOD when --calib-data is given (the choice is recorded in method_choice)
-    method: str | None = None
+    method: str | None = option(None, flag="--method", choices=method_names, help="decomposition")
     method_choice: str | None = None
-    rank_policy: str = "ratio"
-    align: int | None = None
-    include: list[str] | None = None
-    exclude: list[str] | None = None
+    rank_policy: str = option("ratio", flag="--rank-policy", choices=policy_names,
+                              help="rank allocation (default ratio)")
+    align: int | None = option(None, flag="--align", type=int,
+                               help="round ranks down to a multiple (e.g. 8 for tensor cores)")
+    include: list[str] | None = option(None, flag="--include", action="append", metavar="GLOB",
+                                       help="layer-name globs to factorize (repeatable; default: attention and MLP "
+                                            "linears)")
+    exclude: list[str] | None = option(None, flag="--exclude", action="append", metavar="GLOB",
+                                       help="layer-name globs to keep dense (repeatable; default: patch embed, norms, "
+                                            "head)")
     # structured layer types (pela_export.structured; None = plain low-rank) and their deployment lowering
     structure: str | None = None
     structure_opts: dict[str, Any] | None = None
@@ -71,23 +84,27 @@ class RunConfig:
     # data-aware compression and PELA training (train: a pela_export.train.TrainConfig, None = no training)
     calib_data: str | None = None
     calib_samples: int = 256
-    energy: float | None = None
-    param_budget: float | None = None
-    asvd_alpha: float | None = None
-    candidate_ranks: tuple[int, ...] | None = None
-    sensitivity_loss: str | None = None  # None: "kl" (logits) or "mse" (an embedding output), recorded
+    energy: float | None = option(None, flag="--energy", type=float,
+                                  help="spectral energy to keep per layer (e.g. 0.9)")
+    param_budget: float | None = option(None, flag="--param-budget", type=float,
+                                        help="parameter budget of the factorized layers: a fraction (<= 1) of "
+                                             "their dense parameters or a count")
+    asvd_alpha: float | None = option(None, flag="--asvd-alpha", type=float,
+                                      help="ASVD exponent on mean |x| (default 0.5)")
+    candidate_ranks: tuple[int, ...] | None = option(None, flag="--candidate-ranks", type=ints, metavar="LIST",
+                                                     help="ranks to probe (default: 0.25x..2x the uniform rank)")
+    # None: "kl" (logits) or "mse" (an embedding output), recorded
+    sensitivity_loss: str | None = option(None, flag="--sensitivity-loss", choices=probe_names,
+                                          help="loss the sensitivity probe measures on calibration data: kl to the "
+                                               "original's outputs (default, no labels needed), mse, or task "
+                                               "(cross-entropy, needs labels)")
     train: Any = None
     train_data: str | None = None
     # precision in the graph (fp16 / int8 Q/DQ variants of each FP32 ONNX file)
     precisions: tuple[str, ...] = ("fp16", "int8")
-    fp16_keep_ops: tuple[str, ...] | None = None
-    fp16_keep_nodes: tuple[str, ...] | None = None
-    fp16_io: str | None = None
-    calib_method: str | None = None
-    calib_percentile: float | None = None
-    int8_exclude: tuple[str, ...] | None = None
-    int8_exclude_ops: tuple[str, ...] | None = None
-    int8_keep_worst: int | None = None
+    # name → that precision's options dataclass (its spec's ``options``, pela_export.precision.specs); filled
+    # with defaults for every selected precision, and an option given for an unselected one is an error
+    precision_options: dict[str, Any] = field(default_factory=dict)
     # TensorRT: the target version for the static parser check / trtexec scripts when
     # TensorRT is absent, and the engine build options (a pela_export.tensorrt.BuildOptions)
     trt_version: str | None = None
@@ -102,9 +119,6 @@ class RunConfig:
             if automatic:
                 self.method_choice = (f"--method {DATA_AWARE_METHOD} chosen because --calib-data was given "
                                       f"({DATA_AWARE_WHY}); pass --method svd for plain SVD")
-        self.ratio_given = self.ratio is not None
-        if self.ratio is None:
-            self.ratio = 2.0
         unknown = [s for s in self.skip if s not in STAGES]
         if unknown:
             raise OptionError(f"unknown stage(s) to skip: {', '.join(unknown)}",
@@ -120,17 +134,9 @@ class RunConfig:
         elif not self.dynamic_batch and tuple(self.batch_sizes) != (1,):
             raise OptionError(f"--static-shapes exports batch size 1, but --batch-sizes asks for {list(self.batch_sizes)}",
                               fix="pass --batch-sizes 1 with --static-shapes, or drop --static-shapes")
-        for flag, value, ok, when in (("--asvd-alpha", self.asvd_alpha, self.method == "asvd", "--method asvd"),
-                                      ("--energy", self.energy, self.rank_policy == "energy", "--rank-policy energy"),
-                                      ("--param-budget", self.param_budget, self.rank_policy in ("budget", "sensitivity"),
-                                       "--rank-policy budget or sensitivity"),
-                                      ("--candidate-ranks", self.candidate_ranks, self.rank_policy == "sensitivity",
-                                       "--rank-policy sensitivity"),
-                                      ("--sensitivity-loss", self.sensitivity_loss, self.rank_policy == "sensitivity",
-                                       "--rank-policy sensitivity")):
-            if value is not None and not ok:  # never ignore a user's option silently
-                raise OptionError(f"{flag} is only used with {when}, which this run does not select",
-                                  fix=f"add {when}, or drop {flag}")
+        from .compress_options import check_compression_options
+
+        check_compression_options(self)  # never ignore a user's option silently (derived from the specs)
         self._check_precision_options()
         from .structured_options import check_structured_options
 
@@ -148,26 +154,9 @@ class RunConfig:
             raise OptionError(f"--eval-samples must be >= 1, got {self.eval_samples}", fix="pass --eval-samples 1000, or 0 for all")
 
     def _check_precision_options(self) -> None:
-        from ..precision import PRECISIONS
+        from ..precision.spec import check_precision_options
 
-        for p in self.precisions:
-            if p != "fp32":
-                PRECISIONS.get(p)
-        for flag, value, precision in (("--fp16-keep-ops", self.fp16_keep_ops, "fp16"),
-                                       ("--fp16-keep-nodes", self.fp16_keep_nodes, "fp16"),
-                                       ("--fp16-io", self.fp16_io, "fp16"), ("--calib-method", self.calib_method, "int8"),
-                                       ("--calib-percentile", self.calib_percentile, "int8"),
-                                       ("--int8-exclude", self.int8_exclude, "int8"),
-                                       ("--int8-exclude-ops", self.int8_exclude_ops, "int8"),
-                                       ("--int8-keep-worst", self.int8_keep_worst, "int8")):
-            if value is not None and precision not in self.precisions:
-                raise OptionError(f"{flag} is only used with --precision {precision}, which this run does not select",
-                                  fix=f"add {precision} to --precision, or drop {flag}")
-        if self.calib_percentile is not None and self.calib_method != "percentile":
-            raise OptionError("--calib-percentile is only used with --calib-method percentile",
-                              fix="add --calib-method percentile, or drop --calib-percentile")
-        if self.fp16_io not in (None, "fp32", "fp16"):
-            raise OptionError(f"--fp16-io must be fp32 or fp16, got {self.fp16_io!r}", fix="pass --fp16-io fp32")
+        self.precision_options = check_precision_options(self.precisions, self.precision_options)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # nested TrainConfig (a dataclass) becomes a dict too

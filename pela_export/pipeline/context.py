@@ -7,7 +7,6 @@ run alone or restarted from what an earlier run saved.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import ensure_writable_dir, write_json_atomic
+from .._io import ensure_writable_dir
 from ..errors import ArtifactError, OptionError
 from ..models.base import LoadedModel, Tolerance
 from ..models.sources import resolve_model
 from .config import Artifacts, RunConfig, default_out_dir
+from .records import R, load_record, optional_record, save_record
 
 
 def log(msg: str) -> None:
@@ -57,20 +57,20 @@ class Context:
             self.choices.append(choice)
             log(f"[yellow]note:[/] {choice}")
 
-    def save_record(self, stage: str, record: dict[str, Any]) -> Path:
-        record = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record,
-                  "automatic_choices": list(self.choices)}
-        return write_json_atomic(self.artifacts.stage_record(stage), record)
+    def save_record(self, record: R) -> R:
+        """Stamp ``record`` with the time and this run's automatic choices, and write ``stages/<stage>.json``."""
+        record.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        record.automatic_choices = list(self.choices)
+        save_record(self.artifacts, record)
+        return record
 
-    def load_record(self, stage: str, needed_by: str) -> dict[str, Any]:
-        path = self.artifacts.stage_record(stage)
-        if not path.is_file():
-            raise ArtifactError(f"{needed_by} needs the saved result of stage {stage!r} ({path}), which does not exist",
-                                fix=f"run the {stage} stage first (drop --skip {stage}), or pass the --out of an earlier run")
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ArtifactError(f"stage record {path} is corrupt ({exc})", fix=f"re-run the {stage} stage") from None
+    def load_record(self, kind: type[R], needed_by: str) -> R:
+        """The checked record of an earlier stage (ArtifactError naming the file when absent or malformed)."""
+        return load_record(self.artifacts, kind, needed_by=needed_by)
+
+    def optional_record(self, kind: type[R], needed_by: str) -> R | None:
+        """The record of a stage that may not have run in this output directory (None then)."""
+        return optional_record(self.artifacts, kind, needed_by=needed_by)
 
     def original(self) -> nn.Module:
         return self.loaded.model
@@ -112,7 +112,9 @@ def check_spec_matches(spec: dict[str, Any], cfg: RunConfig, loaded: LoadedModel
                             fix="pass a different --out, or re-run the compress stage")
     from ..lowrank.select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
 
-    asked = {"ratio": cfg.ratio, "method": cfg.method, "rank_policy": cfg.rank_policy, "align": cfg.align,
+    from .compress_options import effective_ratio
+
+    asked = {"ratio": effective_ratio(cfg), "method": cfg.method, "rank_policy": cfg.rank_policy, "align": cfg.align,
              "include": list(cfg.include) if cfg.include else list(DEFAULT_INCLUDE),
              "exclude": list(cfg.exclude) if cfg.exclude is not None else list(DEFAULT_EXCLUDE)}
     for key, value in asked.items():

@@ -13,6 +13,7 @@ from ..export.onnx_export import export_example
 from ..export.verify import as_feeds, describe_feeds, make_verification_inputs, verify_onnx
 from .context import Context, log
 from .evaldata import evaluation_data
+from .records import ExportRecord
 
 REAL_VERIFY_SAMPLES = 16
 
@@ -24,7 +25,7 @@ def _real_inputs(ctx: Context) -> np.ndarray | None:
     return evaluation_data(ctx, limit=REAL_VERIFY_SAMPLES).x
 
 
-def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> dict[str, Any]:
+def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> ExportRecord:
     """Write ``<variant>.onnx`` (+ ``<variant>.sim.onnx``), verify each, and record the final files."""
     cfg, loaded, arts = ctx.cfg, ctx.loaded, ctx.artifacts
     models = {"original": ctx.original(), "compressed": ctx.compressed()}
@@ -73,10 +74,9 @@ def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> di
                                     param_models=exported, notes=notes)
     else:
         ctx.note("verification skipped on request (--skip verify): ONNX outputs were not compared with PyTorch")
-    record = {"export": {"exports": exports, "simplify": simplified}, "verification": verification,
-              "raw_onnx": raw, "final_onnx": final, "structured": structured}
-    ctx.save_record("export", record)
-    return record
+    record = ExportRecord(export={"exports": exports, "simplify": simplified}, verification=verification,
+                          raw_onnx=raw, final_onnx=final, structured=structured, io=loaded.spec)
+    return ctx.save_record(record)
 
 
 def verify_files(ctx: Context, models: dict[str, Any], files: dict[str, list[str]], *,

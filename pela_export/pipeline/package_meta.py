@@ -9,6 +9,7 @@ import importlib.metadata
 from typing import Any
 
 from .context import Context
+from .records import BenchRecord, CompressRecord
 
 DEPENDENCIES = ("torch", "onnx", "onnxruntime", "numpy", "timm", "onnxsim")
 
@@ -46,17 +47,17 @@ def preprocessing(ctx: Context) -> dict[str, Any] | None:
     return pre.to_dict()  # every step pela_export.runtime.preprocess needs to reproduce the model's input
 
 
-def compression(comp: dict[str, Any]) -> dict[str, Any]:
-    c = comp.get("compression", {})
+def compression(comp: CompressRecord) -> dict[str, Any]:
+    c = comp.compression
     layers = [{k: layer.get(k) for k in ("name", "in_features", "out_features", "rank", "status")}
               for layer in c.get("layers", [])]
     return {"method": c.get("method"), "ratio": c.get("ratio"), "rank_policy": c.get("rank_policy"),
             "align": c.get("align"), "layers": layers, "totals": c.get("totals"),
-            "params": {m: (comp.get("params") or {}).get(m) for m in ("original", "compressed")}}
+            "params": {m: comp.params.get(m) for m in ("original", "compressed")}}
 
 
 def cpu_accuracy(name: str, info: dict[str, Any], variants: dict[str, dict[str, Any]],
-                  bench: dict[str, Any] | None) -> dict[str, Any] | None:
+                  bench: BenchRecord | None) -> dict[str, Any] | None:
     """Workstation accuracy of one variant (precision record for FP16/INT8; precision/bench records for FP32)."""
     acc = info["accuracy"]
     if acc is not None:
@@ -66,7 +67,7 @@ def cpu_accuracy(name: str, info: dict[str, Any], variants: dict[str, dict[str, 
                 "onnxruntime_optimization": acc.get("onnxruntime_optimization", "all")}
     model = info["model"]
     sibling = next((v["accuracy"] for v in variants.values() if v["model"] == model and v["accuracy"]), None)
-    b = (bench or {}).get("accuracy")
+    b = bench.accuracy if bench is not None else None
     if sibling is None and b is None:
         return None
     own_top1 = sibling.get("top1_reference") if sibling else (b.get("top1_reference" if model == "original"

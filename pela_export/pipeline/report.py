@@ -6,57 +6,55 @@ from typing import Any
 
 from ..report import build_report, write_report
 from .context import Context, log
-
-#: Stages whose records the report shows when they ran (absent when skipped or never run).
-OPTIONAL_STAGES = ("precision", "build")
+from .records import BenchRecord, BuildRecord, CompressRecord, ExportRecord, PrecisionRecord, Record, ReportRecord
 
 
-def _merged_choices(ctx: Context, records: list[dict[str, Any]]) -> list[str]:
+def _merged_choices(ctx: Context, records: list[Record]) -> list[str]:
     seen: list[str] = []
-    for choice in [c for r in records for c in r.get("automatic_choices", [])] + ctx.choices:
+    for choice in [c for r in records for c in r.automatic_choices] + ctx.choices:
         if choice not in seen:
             seen.append(choice)
     return seen
 
 
-def _optional_records(ctx: Context) -> dict[str, dict[str, Any]]:
-    """The precision/build records that exist in this output directory."""
-    return {name: ctx.load_record(name, needed_by="report") for name in OPTIONAL_STAGES
-            if ctx.artifacts.stage_record(name).is_file()}
-
-
 def report_stage(ctx: Context) -> tuple[Path, Path]:
+    """Write the report; returns (report.json, report.md)."""
+    record = run_report(ctx)
+    return Path(record.report_json), Path(record.report_md)
+
+
+def run_report(ctx: Context) -> ReportRecord:
+    """Write ``report.json`` + ``report.md`` from the saved records, and record where they are."""
     from ..report.charts import charts_record
     from ..report.markdown_structured import summarize_structured
     from ..report.stage_summary import summarize_build, summarize_precision
 
-    comp = ctx.load_record("compress", needed_by="report")
-    exp = ctx.load_record("export", needed_by="report")
-    bench = ctx.load_record("bench", needed_by="report")
-    optional = _optional_records(ctx)
-    artifacts = {"output_dir": str(ctx.artifacts.root), **comp.get("artifacts", {}),
-                 "onnx": exp.get("final_onnx", {}), "onnx_raw": exp.get("raw_onnx", {})}
-    precision = optional.get("precision")
-    build = optional.get("build")
+    comp = ctx.load_record(CompressRecord, needed_by="report")
+    exp = ctx.load_record(ExportRecord, needed_by="report")
+    bench = ctx.load_record(BenchRecord, needed_by="report")
+    precision = ctx.optional_record(PrecisionRecord, needed_by="report")
+    build = ctx.optional_record(BuildRecord, needed_by="report")
+    artifacts = {"output_dir": str(ctx.artifacts.root), **comp.artifacts, "onnx": exp.final_onnx,
+                 "onnx_raw": exp.raw_onnx}
     report = build_report(
         model=ctx.loaded.describe() | {"extra": {k: v for k, v in ctx.loaded.extra.items() if isinstance(v, (int, float, str))}},
-        compression=comp["compression"] | {"params": comp.get("params", {})},
-        export=exp.get("export", {}),
-        verification=exp.get("verification", {}),
-        benchmarks=bench["benchmarks"],
-        accuracy=bench.get("accuracy"),
-        automatic_choices=_merged_choices(ctx, [comp, exp, bench, *optional.values()]),
+        compression=comp.compression | {"params": comp.params},
+        export=exp.export,
+        verification=exp.verification,
+        benchmarks=bench.benchmarks,
+        accuracy=bench.accuracy,
+        automatic_choices=_merged_choices(ctx, [r for r in (comp, exp, bench, precision, build) if r is not None]),
         settings=ctx.cfg.to_dict(),
         artifacts=artifacts,
         precision=None if precision is None else summarize_precision(
             precision, source=str(ctx.artifacts.stage_record("precision")),
-            fp32_optimization=(bench.get("onnxruntime_session") or {}).get("graph_optimization")),
+            fp32_optimization=(bench.onnxruntime_session or {}).get("graph_optimization")),
         build=None if build is None else summarize_build(build, source=str(ctx.artifacts.stage_record("build"))),
         structured=summarize_structured(comp, exp),
-        shapes=bench.get("shapes"),
+        shapes=bench.shapes,
     )
     if report.get("precision"):
-        for name, per_batch in (bench.get("precision_latency") or {}).items():
+        for name, per_batch in bench.precision_latency.items():
             if name in report["precision"]["variants"]:
                 report["precision"]["variants"][name]["latency"] = per_batch
     report["charts"] = charts_record(report, ctx.artifacts.root)
@@ -64,4 +62,4 @@ def report_stage(ctx: Context) -> tuple[Path, Path]:
         log(f"charts skipped: {report['charts']['skipped']}")
     json_path, md_path = write_report(report, ctx.artifacts.root)
     log(f"report written: {md_path} and {json_path}")
-    return json_path, md_path
+    return ctx.save_record(ReportRecord(report_json=str(json_path), report_md=str(md_path)))

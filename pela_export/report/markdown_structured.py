@@ -8,18 +8,20 @@ stored and deployed parameters, and per layer the deployment form chosen and why
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .markdown import DASH, _esc, fmt, table
 
+if TYPE_CHECKING:
+    from ..pipeline.records import CompressRecord, ExportRecord
 
-def summarize_structured(compress: Mapping[str, Any], export: Mapping[str, Any] | None) -> dict[str, Any] | None:
+
+def summarize_structured(compress: CompressRecord, export: ExportRecord | None) -> dict[str, Any] | None:
     """The report's ``structured`` object, or None for a plain low-rank run."""
-    comp = compress.get("structured")
-    if not isinstance(comp, Mapping):
+    comp = compress.structured
+    if comp is None:
         return None
-    exp = (export or {}).get("structured")
-    exp = exp if isinstance(exp, Mapping) else {}
+    exp = (export.structured if export is not None else None) or {}
     plan = exp.get("lowering") or {}
     planned = {lp.get("name"): lp for lp in plan.get("layers") or [] if isinstance(lp, Mapping)}
     layers = []

@@ -13,17 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactError
+from ..pipeline.records import BuildRecord, PrecisionRecord
 
 #: Error messages kept per (variant, TensorRT version); the rest are counted.
 MAX_MESSAGES = 5
-
-
-def _mapping(value: Any, what: str, source: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ArtifactError(f"{source}: {what} must be a JSON object, got {type(value).__name__}",
-                            fix="re-run that stage to regenerate its record (it is stale or was edited)")
-    return value
 
 
 def _conversion(conv: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,25 +39,23 @@ def _conversion(conv: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def summarize_precision(record: Mapping[str, Any], *, source: str = "stages/precision.json",
+def summarize_precision(record: PrecisionRecord | Mapping[str, Any], *, source: str = "stages/precision.json",
                         fp32_optimization: str | None = None) -> dict[str, Any]:
-    """The precision stage record minus bulky detail; ``fp32_optimization`` is the ORT level of the FP32 runs."""
-    _mapping(record, "the precision record", source)
-    variants = _mapping({} if record.get("variants") is None else record["variants"], "'variants'", source)
+    """The precision stage record minus bulky detail; ``fp32_optimization`` is the ORT level of the FP32 runs.
+    A raw mapping is checked as a record first (errors name ``source``)."""
+    rec = record if isinstance(record, PrecisionRecord) else PrecisionRecord.from_dict(record, source=source)
     out: dict[str, Any] = {
-        "precisions": list(record.get("precisions") or []),
-        "fp32": dict(record.get("fp32") or {}),
+        "precisions": list(rec.precisions),
+        "fp32": dict(rec.fp32),
         "fp32_onnxruntime_optimization": fp32_optimization,
-        "calibration": record.get("calibration"),
-        "evaluation": record.get("evaluation"),
+        "calibration": rec.calibration,
+        "evaluation": rec.evaluation,
         "variants": {},
     }
-    for name, v in variants.items():
-        v = _mapping(v, f"variant {name!r}", source)
+    for name, v in rec.variants.items():
         out["variants"][str(name)] = {
-            "model": v.get("model"), "precision": v.get("precision"), "onnx": v.get("onnx"),
-            "onnx_bytes": v.get("onnx_bytes"), "accuracy": v.get("accuracy"),
-            "conversion": _conversion(v.get("conversion") or {}),
+            "model": v.model, "precision": v.precision, "onnx": v.onnx, "onnx_bytes": v.onnx_bytes,
+            "accuracy": v.accuracy, "conversion": _conversion(v.conversion),
         }
     return out
 
@@ -82,25 +73,22 @@ def _check(findings: Any) -> dict[str, Any]:
             "warnings": sum(1 for f in items if f.get("severity") == "warning"), "messages": messages}
 
 
-def summarize_build(record: Mapping[str, Any], *, source: str = "stages/build.json") -> dict[str, Any]:
-    """The build stage record with parser findings reduced to verdicts per (variant, TensorRT version)."""
-    _mapping(record, "the build record", source)
-    variants = _mapping({} if record.get("variants") is None else record["variants"], "'variants'", source)
+def summarize_build(record: BuildRecord | Mapping[str, Any], *, source: str = "stages/build.json") -> dict[str, Any]:
+    """The build stage record with parser findings reduced to verdicts per (variant, TensorRT version).
+    A raw mapping is checked as a record first (errors name ``source``)."""
+    rec = record if isinstance(record, BuildRecord) else BuildRecord.from_dict(record, source=source)
     out: dict[str, Any] = {
-        "tensorrt_installed": record.get("tensorrt_installed"),
-        "target_versions": [str(v) for v in record.get("target_versions") or []],
-        "skipped": record.get("skipped"),
+        "tensorrt_installed": rec.tensorrt_installed,
+        "target_versions": [str(v) for v in rec.target_versions],
+        "skipped": rec.skipped,
         "variants": {},
     }
-    for name, v in variants.items():
-        v = _mapping(v, f"variant {name!r}", source)
-        checks = _mapping({} if v.get("parse_check") is None else v["parse_check"], f"'{name}.parse_check'", source)
-        engine = v.get("engine")
+    for name, v in rec.variants.items():
         out["variants"][str(name)] = {
-            "onnx": v.get("onnx"),
-            "checks": {str(ver): _check(f) for ver, f in checks.items()},
-            "trtexec": {str(ver): p for ver, p in (v.get("trtexec") or {}).items()},
-            "engine": dict(engine) if isinstance(engine, Mapping) else None,
+            "onnx": v.onnx,
+            "checks": {str(ver): _check(f) for ver, f in v.parse_check.items()},
+            "trtexec": {str(ver): p for ver, p in v.trtexec.items()},
+            "engine": dict(v.engine) if v.engine is not None else None,
         }
     return out
 
