@@ -5,8 +5,9 @@ import argparse
 from typing import Any
 
 from ..export.simplify import SIMPLIFIERS
-from ..lowrank import DECOMPOSITIONS, RANK_ALLOCATORS
 from ..models.sources import parse_input_shape
+from ..options import add_arguments, option_fields, values_from_namespace
+from ..pipeline.compress_options import CALIB_OPTIONS, COMPRESS_OPTIONS, users
 from ..pipeline.config import DATA_AWARE_METHOD, STAGES, RunConfig
 from .device_args import ints
 
@@ -52,17 +53,28 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def _option_group(p: argparse.ArgumentParser, title: str, names: tuple[str, ...]) -> argparse._ArgumentGroup:
+    """The RunConfig options ``names`` (each owns its flag), with help saying which method/policy reads each."""
+    from ..lowrank import DEFAULT_RATIO
+
+    g = p.add_argument_group(title)
+    add_arguments(RunConfig, g, skip=[f.name for f in option_fields(RunConfig) if f.name not in names])
+    for action in g._group_actions:
+        methods, policies = users(action.dest)
+        used = [f"--method {'/'.join(methods)}"] if methods else []
+        used += [f"--rank-policy {'/'.join(policies)}"] if policies else []
+        if action.dest == "ratio":
+            action.help = f"{action.help} (default {DEFAULT_RATIO:g}; also the rank of an adapter's low-rank base)"
+        elif action.dest == "method":
+            action.help = (f"{action.help} (default svd; with --calib-data the data-aware {DATA_AWARE_METHOD}, "
+                           "chosen on the pretrained MiniLM/R8 benchmark and recorded)")
+        if used:
+            action.help = f"{action.help}; used by {' and '.join(used)}"
+    return g
+
+
 def add_compress_args(p: argparse.ArgumentParser, structure: bool = True) -> None:
-    g = p.add_argument_group("compression")
-    g.add_argument("--ratio", type=float, default=None, help="PELA compression ratio k > 1: r = in*out // (k*(in+out)) "
-                                                             "(default 2; also the rank of an adapter's low-rank base)")
-    g.add_argument("--method", choices=DECOMPOSITIONS.names(), default=None,
-                   help="decomposition (default svd; with --calib-data the data-aware "
-                        f"{DATA_AWARE_METHOD}, chosen on the pretrained MiniLM/R8 benchmark and recorded)")
-    g.add_argument("--rank-policy", choices=RANK_ALLOCATORS.names(), default="ratio", help="rank allocation (default ratio)")
-    g.add_argument("--align", type=int, default=None, help="round ranks down to a multiple (e.g. 8 for tensor cores)")
-    g.add_argument("--include", action="append", metavar="GLOB", help="layer-name globs to factorize (repeatable; default: attention and MLP linears)")
-    g.add_argument("--exclude", action="append", metavar="GLOB", help="layer-name globs to keep dense (repeatable; default: patch embed, norms, head)")
+    g = _option_group(p, "compression", COMPRESS_OPTIONS)
     if structure:
         add_structure_args(g)
 
@@ -123,21 +135,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_calib_args(p: argparse.ArgumentParser) -> None:
-    from ..lowrank.probes import PROBES
-
-    g = p.add_argument_group("data-aware compression")
+    g = _option_group(p, "data-aware compression", CALIB_OPTIONS)
     g.add_argument("--calib-data", help="calibration data for weighted SVD / sensitivity ranks; a text model "
                                         "takes text:FILE or FILE.tab|.tsv|.csv|.jsonl (default: the model's dataset)")
     g.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256, seeded selection)")
-    g.add_argument("--energy", type=float, help="spectral energy to keep per layer, for --rank-policy energy (e.g. 0.9)")
-    g.add_argument("--asvd-alpha", type=float, default=None, help="ASVD exponent on mean |x| (default 0.5)")
-    g.add_argument("--candidate-ranks", type=_ints, default=None,
-                   help="ranks to probe for --rank-policy sensitivity (default: 0.25x..2x the uniform rank)")
-    g.add_argument("--sensitivity-loss", choices=PROBES.names(), default=None,
-                   help="loss the sensitivity probe measures on calibration data: kl to the original's outputs "
-                        "(default, no labels needed), mse, or task (cross-entropy, needs labels)")
-    g.add_argument("--param-budget", type=float,
-                   help="parameter budget of the factorized layers, for --rank-policy budget/sensitivity")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -273,6 +274,11 @@ def _structure_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
             "lowering_overrides": parse_key_values(get("lowering_override") or [], "--lowering-override", parse=False)}
 
 
+def _compression_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
+    """The compression options present in ``ns`` (each declared once on RunConfig with its flag)."""
+    return {k: v for k, v in values_from_namespace(RunConfig, ns).items() if k in COMPRESS_OPTIONS + CALIB_OPTIONS}
+
+
 def config_from_args(ns: argparse.Namespace) -> RunConfig:
     """Map parsed arguments to a :class:`RunConfig` (absent groups keep defaults)."""
     get = lambda name, default=None: getattr(ns, name, default)  # noqa: E731
@@ -281,17 +287,14 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
         model=get("model"), checkpoint=get("checkpoint"), input_shape=get("input_shape"), out=get("out"),
         max_length=get("max_length"), hidden_state=bool(get("hidden_state", False)),
         text_column=get("text_column"), label_column=get("label_column"),
-        device=get("device", "cpu"), ratio=get("ratio"), method=get("method"),
-        rank_policy=get("rank_policy", "ratio"), align=get("align"), include=get("include"), exclude=get("exclude"),
-        **_structure_kwargs(ns),
+        device=get("device", "cpu"), **_compression_kwargs(ns), **_structure_kwargs(ns),
         opset=get("opset", 17), exporter="legacy" if get("legacy_exporter") else "dynamo",
         exporter_fallback=bool(get("exporter_fallback", False)),
         dynamic_batch=not get("static_shapes", False), simplifier=get("simplifier", "onnxsim"),
         atol=get("atol"), rtol=get("rtol"), data=get("data"), eval_samples=None if eval_samples == 0 else eval_samples,
         runs=get("runs", 30), warmup=get("warmup", 5), batch_sizes=tuple(get("batch_sizes")) if get("batch_sizes") else None,
         threads=get("threads"), calib_data=get("calib_data"), calib_samples=get("calib_samples", 256),
-        energy=get("energy"), param_budget=get("param_budget"), asvd_alpha=get("asvd_alpha"),
-        candidate_ranks=get("candidate_ranks"), sensitivity_loss=get("sensitivity_loss"), train=_train_config(ns), train_data=get("train_data"),
+        train=_train_config(ns), train_data=get("train_data"),
         precisions=get("precision") or ("fp16", "int8"), fp16_keep_ops=get("fp16_keep_ops"),
         fp16_keep_nodes=get("fp16_keep_nodes"), fp16_io=get("fp16_io"), calib_method=get("calib_method"),
         calib_percentile=get("calib_percentile"), int8_exclude=get("int8_exclude"),

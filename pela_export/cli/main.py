@@ -228,7 +228,7 @@ def _dispatch(ns: argparse.Namespace) -> int:
 
     if ns.command == "inspect":
         print(api.inspect(ns.model, checkpoint=ns.checkpoint, input_shape=ns.input_shape,
-                          ratio=2.0 if ns.ratio is None else ns.ratio, method=ns.method or "svd", rank_policy=ns.rank_policy,
+                          ratio=ns.ratio, method=ns.method or "svd", rank_policy=ns.rank_policy,
                           align=ns.align, include=ns.include, exclude=ns.exclude,
                           structure_spec=A.structure_spec_of(ns.out, ns.structure_spec), tokens=ns.tokens,
                           remeasure=ns.remeasure))

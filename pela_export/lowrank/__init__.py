@@ -1,10 +1,11 @@
 """Low-rank compression: eligible ``nn.Linear`` → ``LowRankLinear`` (U·V)."""
 from .allocators import budget_allocator, energy_allocator, energy_rank
-from .decompose import DECOMPOSITIONS, Decomposition, Factors, relative_error, truncated_svd
+from .decompose import (DECOMPOSITIONS, Decomposition, DecompositionSpec, Factors, register_decomposition,
+                        relative_error, truncated_svd)
 from .factorize import CompressionResult, LayerRecord, factorize_model, format_rank_table
 from .layer import LowRankLinear, dense_params, lowrank_params
-from .ranks import (RANK_ALLOCATORS, AllocationInputs, LayerShape, RankAllocator, align_rank, check_ratio,
-                    pela_rank)
+from .ranks import (DEFAULT_RATIO, RANK_ALLOCATORS, AllocationInputs, LayerShape, RankAllocator, RankPolicySpec,
+                    align_rank, check_ratio, pela_rank, register_rank_policy)
 from .risk import output_error, svd_risk
 from .saved import load_compressed, read_spec, save_compressed
 from .select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, select_linears
@@ -13,7 +14,8 @@ from .stats import CalibrationError, LayerStats, collect_activation_stats, colle
 from .weighted import activation_aware_svd, fisher_weighted_svd, whitened_svd
 
 __all__ = [
-    "DECOMPOSITIONS", "Decomposition", "Factors", "relative_error", "truncated_svd", "CompressionResult",
+    "DECOMPOSITIONS", "Decomposition", "DecompositionSpec", "register_decomposition", "DEFAULT_RATIO",
+    "RankPolicySpec", "register_rank_policy", "Factors", "relative_error", "truncated_svd", "CompressionResult",
     "LayerRecord", "factorize_model", "format_rank_table", "LowRankLinear", "dense_params", "lowrank_params",
     "RANK_ALLOCATORS", "AllocationInputs", "LayerShape", "RankAllocator", "align_rank", "check_ratio",
     "pela_rank", "load_compressed", "read_spec", "save_compressed", "DEFAULT_EXCLUDE", "DEFAULT_INCLUDE",

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import OptionError
 from .layer import dense_params, lowrank_params
-from .ranks import ALLOCATOR_NEEDS, RANK_ALLOCATORS, AllocationInputs, LayerShape, max_saving_rank
+from .ranks import AllocationInputs, LayerShape, max_saving_rank, register_rank_policy
 
 BUDGET_FIX = ("pass --param-budget as a fraction of the eligible layers' dense parameters (0 < f <= 1, e.g. 0.5) "
               "or as an absolute parameter count (> 1)")
@@ -40,7 +40,8 @@ def energy_rank(singular_values: torch.Tensor, energy: float) -> int:
     return min(int((kept < energy - tol).sum()) + 1, power.numel())
 
 
-@RANK_ALLOCATORS.register("energy")
+@register_rank_policy("energy", summary="it keeps --energy of each layer's spectrum", options={"energy"},
+                      needs={"spectrum"})
 def energy_allocator(layers: list[LayerShape], ratio: float, inputs: AllocationInputs | None = None) -> dict[str, int]:
     """Per layer, the smallest rank keeping ≥ τ of Σσ² (τ = ``--energy``); ``ratio`` is not used.
 
@@ -86,7 +87,8 @@ def check_budget(budget: int, layers: list[LayerShape], param_budget: float | No
     return floor
 
 
-@RANK_ALLOCATORS.register("budget")
+@register_rank_policy("budget", summary="it fits one --param-budget shared by all eligible layers",
+                      options={"param_budget"}, needs={"spectrum"})
 def budget_allocator(layers: list[LayerShape], ratio: float, inputs: AllocationInputs | None = None) -> dict[str, int]:
     """Greedy by marginal energy per parameter: start every layer at rank 1, then repeatedly add the
     direction with the largest σ²_{r+1} / (in+out) that still fits the ``--param-budget``.
@@ -126,6 +128,3 @@ def _push(heap: list[tuple[float, int, int]], layers: list[LayerShape], spectra:
         cost = layer.in_features + layer.out_features
         heapq.heappush(heap, (-float(s[r]) ** 2 / cost, i, cost))
 
-
-ALLOCATOR_NEEDS["energy"] = frozenset({"spectrum"})
-ALLOCATOR_NEEDS["budget"] = frozenset({"spectrum"})

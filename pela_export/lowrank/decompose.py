@@ -1,12 +1,15 @@
 """Decomposition methods: W (out×in) → U (out×r), V (r×in).
 
-A registry so weighted variants (Fisher, activation-aware, whitening) plug in
-beside plain SVD and the CLI's ``--method`` choices come from one place.
+Each method registers once, with its facts (:class:`DecompositionSpec`): the
+statistics it reads, what the pipeline must collect for it, the run options it
+uses. ``--method`` choices, the data collected and the "option not used by this
+method" checks are all derived from these entries, so a new method is one file.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -32,10 +35,60 @@ class Decomposition(Protocol):
     def __call__(self, weight: torch.Tensor, rank: int, stats: LayerStats | None = None) -> Factors: ...
 
 
-DECOMPOSITIONS: Registry[Decomposition] = Registry("decomposition method", flag="--method")
+#: What a method needs beyond the weight: nothing, activation statistics, or Fisher information (labelled data).
+DataNeed = Literal["none", "activation stats", "fisher"]
 
 
-@DECOMPOSITIONS.register("svd")
+@dataclass(frozen=True)
+class DecompositionSpec:
+    """One registered method and its facts; calling it runs the method.
+
+    ``requires`` is the :class:`LayerStats` field it cannot run without (None: data-free);
+    ``collect`` the activation statistics the pipeline gathers for it; ``fisher`` whether
+    Fisher information is gathered per output ``"rows"`` or per ``"elements"`` (needs labels);
+    ``options`` maps run options (RunConfig fields) to the method's keyword arguments.
+    """
+
+    name: str
+    fn: Callable[..., Factors]
+    summary: str
+    requires: str | None = None
+    collect: frozenset[str] = frozenset()
+    fisher: Literal["rows", "elements"] | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+    missing_fix: str = ""
+
+    @property
+    def needs(self) -> DataNeed:
+        return "fisher" if self.fisher else "activation stats" if self.requires else "none"
+
+    @property
+    def data_aware(self) -> bool:
+        return self.requires is not None
+
+    def __call__(self, weight: torch.Tensor, rank: int, stats: LayerStats | None = None, **options: Any) -> Factors:
+        return self.fn(weight, rank, stats, **options)
+
+
+DECOMPOSITIONS: Registry[DecompositionSpec] = Registry("decomposition method", flag="--method")
+
+
+def register_decomposition(name: str, *, summary: str, requires: str | None = None,
+                           collect: frozenset[str] | set[str] = frozenset(),
+                           fisher: Literal["rows", "elements"] | None = None,
+                           options: Mapping[str, str] | None = None,
+                           missing_fix: str = "") -> Callable[[Callable[..., Factors]], Callable[..., Factors]]:
+    """Decorator recording ``fn`` and its facts in :data:`DECOMPOSITIONS`; returns ``fn`` unchanged."""
+
+    def deco(fn: Callable[..., Factors]) -> Callable[..., Factors]:
+        DECOMPOSITIONS.register(name)(DecompositionSpec(name, fn, summary, requires, frozenset(collect), fisher,
+                                                        dict(options or {}), missing_fix))
+        return fn
+
+    return deco
+
+
+@register_decomposition("svd", summary="plain truncated SVD of W, no data")
 def truncated_svd(weight: torch.Tensor, rank: int, stats: LayerStats | None = None) -> Factors:
     """Plain truncated SVD with √Σ split into both factors (PELA's initialisation).
 

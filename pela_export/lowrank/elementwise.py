@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .decompose import DECOMPOSITIONS, Factors, as_factors, split_svd
+from .decompose import Factors, as_factors, register_decomposition, split_svd
 from .stats import CalibrationError, LayerStats
 from .weighted import FLOOR, _floored, require_stats
 
@@ -231,7 +231,11 @@ def ewsvd_budget(max_iters: int = DEFAULT_MAX_ITERS, rel_tol: float = DEFAULT_RE
         _BUDGET.reset(token)
 
 
-@DECOMPOSITIONS.register(METHOD)
+@register_decomposition(
+    METHOD, summary="element-wise Fisher-weighted factors (ALS from FWSVD)", requires="fisher_elements",
+    collect={"abs_mean", "gram"}, fisher="elements",
+    missing_fix=("give labelled --calib-data (the element-wise method weighs every weight by its loss gradients), "
+                 "or use --method asvd/whiten/svd"))
 def elementwise_weighted_svd(weight: torch.Tensor, rank: int, stats: LayerStats | None = None, *,
                              max_iters: int | None = None, rel_tol: float | None = None) -> Factors:
     """Element-wise Fisher-weighted factors from ``stats.fisher_elements`` (ALS from FWSVD).

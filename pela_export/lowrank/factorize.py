@@ -14,13 +14,13 @@ from torch import nn
 from ..errors import OptionError
 from .decompose import DECOMPOSITIONS, Decomposition, relative_error
 from .layer import dense_params, lowrank_from_linear, lowrank_params
-from .ranks import (ALLOCATOR_NEEDS, RANK_ALLOCATORS, AllocationInputs, LayerShape, align_rank, check_ratio,
+from .ranks import (DEFAULT_RATIO, RANK_ALLOCATORS, AllocationInputs, LayerShape, align_rank, check_ratio,
                     max_saving_rank, saves_params)
 from .risk import output_error, svd_risk
 from .select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, select_linears, set_submodule
 from .sensitivity import LossProbe
 from .stats import LayerStats
-from .weighted import DEFAULT_ALPHA, STATS_NEEDED, require_stats
+from .weighted import DEFAULT_ALPHA, require_stats
 
 
 @dataclass
@@ -50,7 +50,7 @@ class CompressionResult:
     """The factorized model plus everything needed to report, save and reload it."""
 
     model: nn.Module
-    ratio: float
+    ratio: float | None  # None: the rank policy reads no ratio (so no k is reported)
     method: str
     rank_policy: str
     align: int | None
@@ -92,7 +92,7 @@ class CompressionResult:
 def factorize_model(
     model: nn.Module,
     *,
-    ratio: float = 2.0,
+    ratio: float | None = None,
     method: str = "svd",
     rank_policy: str = "ratio",
     align: int | None = None,
@@ -114,20 +114,25 @@ def factorize_model(
     the risk score; ``energy``/``param_budget``/``loss_fn``/``candidate_ranks``
     feed the rank policies that need them (each names its flag when missing);
     ``loss_fn(model) -> float`` is the calibration loss the sensitivity policy probes.
+    ``ratio`` None is :data:`~.ranks.DEFAULT_RATIO` for a policy that reads a ratio; a policy
+    that does not records ``ratio=None`` (the result never claims a k it did not use).
     """
-    check_ratio(ratio)
+    policy = RANK_ALLOCATORS.get(rank_policy)
+    if policy.uses_ratio:
+        ratio = check_ratio(DEFAULT_RATIO if ratio is None else ratio)
+    else:
+        ratio = None
     if align is not None and align < 1:
         raise OptionError(f"rank alignment must be >= 1, got {align}", fix="pass --align 8 (or omit it)")
     decompose = _decomposition(method, alpha)
-    allocate = RANK_ALLOCATORS.get(rank_policy)
-    needs = ALLOCATOR_NEEDS.get(rank_policy, frozenset())
+    needs = policy.needs
     stats = stats or {}
     target = model if inplace else copy.deepcopy(model)
     inc = list(include) if include else list(DEFAULT_INCLUDE)
     exc = list(exclude) if exclude is not None else list(DEFAULT_EXCLUDE)
     selected = select_linears(target, inc, exc)
     shapes = [LayerShape(n, m.in_features, m.out_features, m.bias is not None) for n, m in selected]
-    if method in STATS_NEEDED:  # fail before any SVD, naming the first layer without statistics
+    if DECOMPOSITIONS.get(method).data_aware:  # fail before any SVD, naming the first layer without statistics
         for (name, _), shape in zip(selected, shapes):
             if max_saving_rank(shape) >= 1:
                 require_stats(method, stats.get(name), where=name)
@@ -137,11 +142,11 @@ def factorize_model(
                              else torch.linalg.svdvals(m.weight.detach().double()))
                   for (n, m), s in zip(selected, shapes)]
     probe = LossProbe(target, dict(selected), decompose, stats, loss_fn) \
-        if "evaluate" in needs and loss_fn is not None else None
+        if "probe" in needs and loss_fn is not None else None
     cands = tuple(candidate_ranks) if candidate_ranks is not None else None
-    ranks = allocate(shapes, ratio, AllocationInputs(energy, param_budget, cands, probe))
+    ranks = policy(shapes, ratio, AllocationInputs(energy, param_budget, cands, probe))
 
-    result = CompressionResult(target, float(ratio), method, rank_policy, align, inc, exc)
+    result = CompressionResult(target, ratio, method, rank_policy, align, inc, exc)
     result.policy_inputs = _policy_inputs(method, alpha, energy, param_budget, cands, probe, stats, selected)
     for (name, linear), shape in zip(selected, shapes):
         raw = ranks[name]
@@ -168,15 +173,16 @@ def factorize_model(
 
 
 def _decomposition(method: str, alpha: float | None) -> Decomposition:
-    """The registered method, with ASVD's α bound when given (other methods take no options)."""
+    """The registered method, with ASVD's α bound when given and the method's spec takes it."""
     decompose = DECOMPOSITIONS.get(method)
     if alpha is None:
         return decompose
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
         raise OptionError(f"ASVD alpha must be a finite number >= 0, got {alpha!r}", fix="pass --asvd-alpha 0.5 (or omit it)")
-    if method != "asvd":
+    keyword = decompose.options.get("asvd_alpha")
+    if keyword is None:
         return decompose
-    return functools.partial(decompose, alpha=float(alpha))  # type: ignore[call-arg,return-value]
+    return functools.partial(decompose, **{keyword: float(alpha)})
 
 
 def _policy_inputs(method: str, alpha: float | None, energy: float | None, param_budget: float | None,
@@ -185,7 +191,8 @@ def _policy_inputs(method: str, alpha: float | None, energy: float | None, param
     """Everything beyond the per-layer ranks that decided them, so a run can be reproduced and audited."""
     seen = [stats[n].n_samples for n, _ in selected if n in stats]
     return {
-        "alpha": (DEFAULT_ALPHA if alpha is None else float(alpha)) if method == "asvd" else None,
+        "alpha": (DEFAULT_ALPHA if alpha is None else float(alpha))
+        if "asvd_alpha" in DECOMPOSITIONS.get(method).options else None,
         "energy": energy,
         "param_budget": param_budget,
         "candidate_ranks": list(cands) if cands is not None else None,

@@ -1,14 +1,15 @@
 """Rank allocation: how many singular directions each layer keeps.
 
-Allocators are registered so later policies (energy, parameter budget,
-sensitivity) sit beside PELA's global ratio and share alignment and the
-"skip when it would not save parameters" rule.
+Each policy registers once with its facts (:class:`RankPolicySpec`): the run
+options it reads and what ``factorize_model`` must prepare for it. Policies share
+alignment and the "skip when it would not save parameters" rule; the CLI choices
+and the "option not used by this policy" checks are derived from the entries.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 
@@ -48,10 +49,52 @@ class RankAllocator(Protocol):
     def __call__(self, layers: list[LayerShape], ratio: float, inputs: AllocationInputs | None = None) -> dict[str, int]: ...
 
 
-RANK_ALLOCATORS: Registry[RankAllocator] = Registry("rank allocator", flag="--rank-policy")
-# What factorize_model must prepare for a policy: "spectrum" (LayerShape.singular_values)
-# and/or "evaluate" (AllocationInputs.evaluate, needs loss_fn). Filled in by each policy's module.
-ALLOCATOR_NEEDS: dict[str, frozenset[str]] = {}
+#: The run options (RunConfig fields) a policy may read.
+PolicyOption = Literal["ratio", "energy", "param_budget", "candidate_ranks", "sensitivity_loss"]
+#: What a policy needs prepared: the truncated spectrum (LayerShape.singular_values), calibration
+#: data, and a loss probe (AllocationInputs.evaluate, built from factorize_model's ``loss_fn``).
+PolicyNeed = Literal["spectrum", "calibration", "probe"]
+
+#: PELA's k when --ratio is not given, for every policy that reads the ratio (the one place it is defined).
+DEFAULT_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class RankPolicySpec:
+    """One registered policy and its facts; calling it allocates ranks.
+
+    ``summary`` says what decides the ranks (it completes "--ratio is not used by
+    --rank-policy NAME (…)"); ``options`` are the run options it reads, ``needs`` what
+    must be prepared for it.
+    """
+
+    name: str
+    fn: RankAllocator
+    summary: str
+    options: frozenset[PolicyOption]
+    needs: frozenset[PolicyNeed] = frozenset()
+
+    @property
+    def uses_ratio(self) -> bool:
+        return "ratio" in self.options
+
+    def __call__(self, layers: list[LayerShape], ratio: float | None, inputs: AllocationInputs | None = None) -> dict[str, int]:
+        return self.fn(layers, ratio, inputs)  # type: ignore[arg-type]
+
+
+RANK_ALLOCATORS: Registry[RankPolicySpec] = Registry("rank allocator", flag="--rank-policy")
+
+
+def register_rank_policy(name: str, *, summary: str, options: set[PolicyOption] | frozenset[PolicyOption],
+                         needs: set[PolicyNeed] | frozenset[PolicyNeed] = frozenset()
+                         ) -> Callable[[RankAllocator], RankAllocator]:
+    """Decorator recording ``fn`` and its facts in :data:`RANK_ALLOCATORS`; returns ``fn`` unchanged."""
+
+    def deco(fn: RankAllocator) -> RankAllocator:
+        RANK_ALLOCATORS.register(name)(RankPolicySpec(name, fn, summary, frozenset(options), frozenset(needs)))
+        return fn
+
+    return deco
 
 
 def check_ratio(ratio: float) -> float:
@@ -100,7 +143,7 @@ def saves_params(shape: LayerShape, rank: int) -> bool:
     )
 
 
-@RANK_ALLOCATORS.register("ratio")
+@register_rank_policy("ratio", summary="the same compression ratio k for every layer", options={"ratio"})
 def ratio_allocator(layers: list[LayerShape], ratio: float, inputs: AllocationInputs | None = None) -> dict[str, int]:
     """PELA's uniform rule: the same compression ratio k for every layer."""
     return {layer.name: pela_rank(layer.in_features, layer.out_features, ratio) for layer in layers}

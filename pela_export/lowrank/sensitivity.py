@@ -22,8 +22,8 @@ from ..errors import OptionError
 from .allocators import check_budget, resolve_budget
 from .decompose import Decomposition
 from .layer import lowrank_from_linear
-from .ranks import (ALLOCATOR_NEEDS, RANK_ALLOCATORS, AllocationInputs, LayerShape, layer_params,
-                    max_saving_rank, ratio_allocator)
+from .ranks import (AllocationInputs, LayerShape, layer_params, max_saving_rank, ratio_allocator,
+                    register_rank_policy)
 from .select import set_submodule
 from .stats import LayerStats
 
@@ -131,7 +131,10 @@ def choose_ranks(curves: Mapping[str, Mapping[int, float]], shapes: Mapping[str,
         remaining -= extra
 
 
-@RANK_ALLOCATORS.register("sensitivity")
+@register_rank_policy(
+    "sensitivity", summary="it measures each layer's calibration-loss increase within the --ratio's (or "
+    "--param-budget's) parameter count", options={"ratio", "param_budget", "candidate_ranks", "sensitivity_loss"},
+    needs={"calibration", "probe"})
 def sensitivity_allocator(layers: list[LayerShape], ratio: float, inputs: AllocationInputs | None = None) -> dict[str, int]:
     """Ranks minimising the summed measured loss increase at the uniform ratio's parameter count."""
     evaluate = inputs.evaluate if inputs else None
@@ -166,5 +169,3 @@ def sensitivity_allocator(layers: list[LayerShape], ratio: float, inputs: Alloca
         chosen = {n: uniform[n] for n in curves}
     return {**fixed, **chosen}
 
-
-ALLOCATOR_NEEDS["sensitivity"] = frozenset({"evaluate"})

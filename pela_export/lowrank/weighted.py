@@ -19,25 +19,18 @@ from __future__ import annotations
 
 import torch
 
-from .decompose import DECOMPOSITIONS, Factors, as_factors, split_svd
+from .decompose import DECOMPOSITIONS, Factors, as_factors, register_decomposition, split_svd
 from .stats import CalibrationError, LayerStats
 
-_ACTIVATION_FIX = "give --calib-data so activation statistics can be collected, or use --method svd"
-STATS_NEEDED: dict[str, tuple[str, str]] = {
-    "fwsvd": ("fisher_rows", ("give labelled --calib-data (FWSVD weighs rows by loss gradients), "
-                              "or use --method asvd/whiten/svd")),
-    "asvd": ("abs_mean", _ACTIVATION_FIX),
-    "whiten": ("gram", _ACTIVATION_FIX),
-    "ewsvd": ("fisher_elements", ("give labelled --calib-data (the element-wise method weighs every weight by "
-                                  "its loss gradients), or use --method asvd/whiten/svd")),
-}
+ACTIVATION_FIX = "give --calib-data so activation statistics can be collected, or use --method svd"
 FLOOR = 1e-6  # relative floor on importances/scales, so the inverse scaling stays finite
 DEFAULT_ALPHA = 0.5
 
 
 def require_stats(method: str, stats: LayerStats | None, where: str | None = None) -> torch.Tensor:
-    """The statistic weighted ``method`` needs; a clear error naming the flag when it is missing."""
-    field, fix = STATS_NEEDED[method]
+    """The statistic weighted ``method`` needs (its spec's ``requires``); a clear error naming the flag when missing."""
+    spec = DECOMPOSITIONS.get(method)
+    field, fix = spec.requires or "", spec.missing_fix
     value = getattr(stats, field, None) if stats is not None else None
     if value is None:
         raise CalibrationError(f"--method {method} needs calibration statistics ({field}), none were given",
@@ -61,7 +54,10 @@ def _vector(stat: torch.Tensor, size: int, what: str, method: str) -> torch.Tens
     return vec
 
 
-@DECOMPOSITIONS.register("fwsvd")
+@register_decomposition(
+    "fwsvd", summary="Fisher-weighted SVD, rows weighted by loss gradients", requires="fisher_rows",
+    collect={"abs_mean", "gram"}, fisher="rows",
+    missing_fix="give labelled --calib-data (FWSVD weighs rows by loss gradients), or use --method asvd/whiten/svd")
 def fisher_weighted_svd(weight: torch.Tensor, rank: int, stats: LayerStats | None = None) -> Factors:
     """SVD of diag(√I)·W; U ← diag(1/√I)·U so U·V approximates W itself."""
     w = weight.detach().to(torch.float64)
@@ -71,7 +67,9 @@ def fisher_weighted_svd(weight: torch.Tensor, rank: int, stats: LayerStats | Non
     return as_factors(u / root[:, None], v, s, weight.dtype)
 
 
-@DECOMPOSITIONS.register("asvd")
+@register_decomposition("asvd", summary="activation-aware SVD, input channels scaled by mean |x|^alpha",
+                        requires="abs_mean", collect={"abs_mean"}, options={"asvd_alpha": "alpha"},
+                        missing_fix=ACTIVATION_FIX)
 def activation_aware_svd(weight: torch.Tensor, rank: int, stats: LayerStats | None = None, *,
                          alpha: float = DEFAULT_ALPHA) -> Factors:
     """SVD of W·S with S = diag(mean|x|^α); V ← V·S⁻¹. α = 0 is plain SVD, 0.5 is ASVD's default."""
@@ -101,7 +99,8 @@ def cholesky_with_jitter(gram: torch.Tensor, max_tries: int = 12) -> torch.Tenso
                            fix="give more or more varied --calib-data, or use --method asvd")
 
 
-@DECOMPOSITIONS.register("whiten")
+@register_decomposition("whiten", summary="SVD-LLM whitening by the Cholesky factor of XᵀX", requires="gram",
+                        collect={"gram"}, missing_fix=ACTIVATION_FIX)
 def whitened_svd(weight: torch.Tensor, rank: int, stats: LayerStats | None = None) -> Factors:
     """SVD of W·L (LLᵀ = XᵀX/n); V ← V·L⁻¹ by a triangular solve (never an explicit inverse)."""
     w = weight.detach().to(torch.float64)

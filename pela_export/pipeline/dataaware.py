@@ -9,37 +9,36 @@ from ..lowrank.select import select_linears
 from .calib import calibration_data
 from .context import Context, log
 
-WEIGHTED_METHODS = {"fwsvd": {"abs_mean", "gram"}, "asvd": {"abs_mean"}, "whiten": {"gram"},
-                    "ewsvd": {"abs_mean", "gram"}}
-FISHER_METHODS = {"fwsvd": False, "ewsvd": True}  # method -> Fisher per element (else per row)
 CALIB_BATCH = 32
 
 
 def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Extra ``factorize_model`` kwargs for the configured method/policy, plus a record of the data used."""
+    from ..lowrank import DECOMPOSITIONS, RANK_ALLOCATORS
     from ..lowrank.stats import collect_activation_stats, collect_fisher, with_fisher
 
     cfg, model = ctx.cfg, ctx.original()
+    method, policy = DECOMPOSITIONS.get(str(cfg.method)), RANK_ALLOCATORS.get(cfg.rank_policy)
     kwargs: dict[str, Any] = {"energy": cfg.energy, "param_budget": cfg.param_budget, "alpha": cfg.asvd_alpha,
                               "candidate_ranks": cfg.candidate_ranks}
-    need = set(WEIGHTED_METHODS.get(cfg.method, set()))
+    need = set(method.collect)
     has_dataset = (getattr(cfg, "calib_data", None) or cfg.data or ctx.loaded.default_dataset) is not None
     if has_dataset:
         need |= {"gram"}  # cheap on real data, and it gives every layer its risk score in the rank table
-    sensitivity = cfg.rank_policy == "sensitivity"
-    if not need and not sensitivity:
+    sensitivity = "probe" in policy.needs
+    if not need and not sensitivity and "calibration" not in policy.needs:
         return kwargs, None
-    why = f"--method {cfg.method}" if cfg.method != "svd" else f"--rank-policy {cfg.rank_policy}" if sensitivity else "risk scores"
+    why = f"--method {cfg.method}" if method.data_aware else f"--rank-policy {cfg.rank_policy}" if sensitivity else "risk scores"
     probe = sensitivity_probe(ctx) if sensitivity else None
-    labelled = cfg.method in FISHER_METHODS or probe == "task"
+    labelled = method.fisher is not None or probe == "task"
     calib = calibration_data(ctx, cfg.calib_samples, labelled=labelled, why=why)
     names = [n for n, _ in select_linears(model, cfg.include, cfg.exclude)]
     if need:
         log(f"collecting calibration statistics ({', '.join(sorted(need))}) on {calib.source}")
         stats = collect_activation_stats(model, names, calib.batches(CALIB_BATCH), need=need & {"abs_mean", "gram"})
-        if cfg.method in FISHER_METHODS:
+        if method.fisher is not None:
             stats = with_fisher(stats, collect_fisher(model, names, calib.batches(CALIB_BATCH),
-                                                      per_element=FISHER_METHODS[cfg.method]))
+                                                      per_element=method.fisher == "elements"))
         kwargs["stats"] = stats
     if sensitivity:
         from ..lowrank.probes import PROBES

@@ -49,7 +49,7 @@ def inspect_onnx(path: Path) -> str:
 
 
 def inspect(target: str | None, *, checkpoint: str | None = None, input_shape: tuple[int, ...] | None = None,
-            ratio: float = 2.0, method: str = "svd", rank_policy: str = "ratio", align: int | None = None,
+            ratio: float | None = None, method: str = "svd", rank_policy: str = "ratio", align: int | None = None,
             include: list[str] | None = None, exclude: list[str] | None = None, structure_spec: str | None = None,
             tokens: int | None = None, remeasure: bool = False) -> str:
     """Summary text: for ``*.onnx`` the graph's parameters and factor pairs; for a saved structured model its
@@ -66,7 +66,8 @@ def inspect(target: str | None, *, checkpoint: str | None = None, input_shape: t
     res = factorize_model(loaded.model, ratio=ratio, method=method, rank_policy=rank_policy, align=align,
                           include=include, exclude=exclude)
     head = [f"model: {loaded.name} ({loaded.source}), input {list(loaded.input_shape)} ({loaded.input_shape_origin})",
-            f"parameters: {count_params(loaded.model):,} -> {count_params(res.model):,} at k={ratio:g} "
+            f"parameters: {count_params(loaded.model):,} -> {count_params(res.model):,}"
+            + (f" at k={res.ratio:g}" if res.ratio is not None else f" by --rank-policy {rank_policy}") + " "
             f"(dry run; nothing written)"]
     if already:
         head.append(f"already holds {already} LowRankLinear layers")

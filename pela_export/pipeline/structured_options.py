@@ -116,7 +116,7 @@ def check_structured_options(cfg: RunConfig) -> None:
         raise OptionError(f"--share-central shares MPO central cores, but this run uses --structure {cfg.structure}",
                           fix="add --structure mpo, or drop --share-central")
     lowrank_base = adapter and (cfg.structure_base or "lowrank") == "lowrank"
-    if cfg.ratio_given and not lowrank_base:
+    if cfg.ratio is not None and not lowrank_base:
         why = "an adapter on the dense weight (--structure-base dense)" if adapter else \
             f"--structure {cfg.structure} (it sets its own size through --structure-opt)"
         raise OptionError(f"--ratio sets the rank of a plain low-rank base, which {why} does not use",
@@ -168,9 +168,11 @@ def structure_options(cfg: RunConfig) -> dict[str, Any]:
     """What a saved structured model must have been built with to be reused by this run."""
     from ..lowrank.select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
 
+    from .compress_options import effective_ratio
+
     base = resolved_base(cfg)
     return {"structure": cfg.structure, "structure_opts": dict(cfg.structure_opts or {}), "structure_base": base,
-            "ratio": cfg.ratio if base == "lowrank" else None, "share_central": bool(cfg.share_central),
+            "ratio": effective_ratio(cfg), "share_central": bool(cfg.share_central),
             "include": list(cfg.include) if cfg.include else list(DEFAULT_INCLUDE),
             "exclude": list(cfg.exclude) if cfg.exclude is not None else list(DEFAULT_EXCLUDE)}
 

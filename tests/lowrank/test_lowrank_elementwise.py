@@ -7,7 +7,6 @@ from pela_export.lowrank import DECOMPOSITIONS, CalibrationError, LayerStats, fa
 from pela_export.lowrank.elementwise import (ElementwiseFactors, elementwise_lowrank, ewsvd_budget,
                                              weighted_objective)
 from pela_export.lowrank.stats import collect_fisher, with_fisher
-from pela_export.lowrank.weighted import STATS_NEEDED
 
 OUT, IN = 24, 16
 
@@ -26,7 +25,8 @@ def _fwsvd_objective(w, fisher, rank):
 
 def test_registered_with_its_statistic():
     assert "ewsvd" in DECOMPOSITIONS.names()
-    assert STATS_NEEDED["ewsvd"][0] == "fisher_elements"
+    spec = DECOMPOSITIONS.get("ewsvd")
+    assert spec.requires == "fisher_elements" and spec.fisher == "elements" and spec.needs == "fisher"
 
 
 @pytest.mark.parametrize("rank", [1, 3, 6, 10])
