@@ -27,8 +27,8 @@ def checkpoint_dir(ctx: Context) -> str:
         ctx.note(f"PELA training checkpoints: {path} (<out>/train; pass --checkpoint-dir to change)")
     ensure_writable_dir(path, flag="--checkpoint-dir")
     if ctx.cfg.train.resume and not checkpoint_path(path).is_file():
-        ctx.note(f"--resume: no checkpoint in {path} yet (the interrupted run ended before its first epoch), "
-                 "so training starts at epoch 1")
+        ctx.note(f"--resume: no checkpoint in {path} yet (nothing to continue: none ran here, or it was "
+                 "stopped before its first epoch ended), so training starts at epoch 1")
     return str(path)
 
 
