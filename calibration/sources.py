@@ -201,10 +201,41 @@ def _images(arg: str | None, model_input: ModelInput | None) -> Source:
     return ImageFolderSource(root, _image_input(f"images:{root}", model_input))
 
 
+@SOURCES.register("random")
+def _random(arg: str | None, model_input: ModelInput | None) -> Source:
+    if model_input is None:
+        raise OptionError("calibration source 'random' needs the model input (name, shape)",
+                          fix="pass model_input=ModelInput.from_onnx(path, preprocessing)")
+    return RandomSource(model_input)
+
+
+class RandomSource:
+    """Seeded standard-normal inputs of the model's shape, one seed per index: the stand-in
+    calibration when a model has no dataset (its spec says ``random``, so reports say so)."""
+
+    COUNT = 4096
+
+    def __init__(self, model_input: ModelInput) -> None:
+        self.spec, self.model_input = "random", model_input
+
+    def __len__(self) -> int:
+        return self.COUNT
+
+    def take(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        shape = self.model_input.shape
+        rows = [np.random.default_rng(int(i)).standard_normal(shape, dtype=np.float32) for i in indices]
+        return {self.model_input.name: np.stack(rows) if rows else np.zeros((0, *shape), np.float32)}
+
+    def files(self, indices: np.ndarray) -> list[str] | None:
+        return None
+
+
 def source_choices() -> list[str]:
-    """Spec forms for help texts and errors."""
-    forms = {"idx": "idx:DIR", "images": "images:DIR", "npz": "npz:FILE (or FILE.npz)"}
-    return [forms.get(n, n) for n in SOURCES.names()]
+    """Spec forms for help texts and errors: the one resolver's ``--calib-data`` spellings without
+    text (text needs the model's tokenizer, which only the pipeline has)."""
+    from pela_export.data.spec import data_choices
+
+    return data_choices("calib", text=False)
 
 
 def open_source(source: Any, model_input: ModelInput | None = None) -> Source:
@@ -227,16 +258,18 @@ def open_source(source: Any, model_input: ModelInput | None = None) -> Source:
 
 
 def _from_spec(text: str, model_input: ModelInput | None) -> Source:
-    text = text.strip()
-    scheme, sep, arg = text.partition(":")
-    if scheme in SOURCES:
-        return SOURCES.get(scheme)(arg if sep else None, model_input)
-    if text.endswith(".npz"):
-        return SOURCES.get("npz")(text, model_input)
-    if Path(text).expanduser().is_dir():
-        return SOURCES.get("images")(text, model_input)
-    raise DatasetError(f"unknown calibration source {text!r}",
-                       fix=f"pass {FLAG} with one of: {', '.join(source_choices())}")
+    """A spec parsed by the one resolver (:func:`pela_export.data.spec.parse_data_spec`), opened with
+    this library's readers: dataset train split, ``.npz`` (its first file), image folder, random."""
+    from pela_export.data.spec import check_use, parse_data_spec
+
+    spec = check_use(parse_data_spec(text, FLAG), "calib")
+    if spec.kind == "default":
+        spec = parse_data_spec(DEFAULT_SOURCE, FLAG)
+    if spec.kind == "text":
+        raise DatasetError(f"{FLAG} {spec.label} is text: the calibration library has no tokenizer to read it",
+                           fix=f"pass {FLAG} {spec.label} to pela-export with the hf:DIR model, or token arrays "
+                               "{input name: array} through the API")
+    return SOURCES.get(spec.kind)(spec.paths[0] if spec.paths else None, model_input)
 
 
 def _from_batches(batches: Iterable[Any], model_input: ModelInput | None) -> Source:

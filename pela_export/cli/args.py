@@ -24,6 +24,13 @@ def _shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc).replace("\n", " ")) from None
 
 
+def _data_help(use: str, lead: str, default: str = "the model's dataset") -> str:
+    """Help of a data flag, listing the spellings the one data-spec resolver registers for ``use``."""
+    from ..data.spec import data_help
+
+    return data_help(use, lead, default).replace("%", "%%")
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("model", nargs="?", default=None, metavar="MODEL",
@@ -107,8 +114,7 @@ def add_structure_args(g: argparse._ArgumentGroup) -> None:
 def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("PELA training (frozen original teaches the factorized student)")
     g.add_argument("--train", action="store_true", help="train the compressed model after factorizing")
-    g.add_argument("--train-data", help="digits | fashion-mnist | idx:DIR | FILE.npz | IMAGE_DIR | text:FILE | "
-                                         "FILE.tab|.tsv|.csv|.jsonl (default: the model's dataset)")
+    g.add_argument("--train-data", help=_data_help("train", "training data"))
     g.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     g.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
     g.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3; cosine schedule)")
@@ -136,8 +142,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 def add_calib_args(p: argparse.ArgumentParser) -> None:
     g = _option_group(p, "data-aware compression", CALIB_OPTIONS)
-    g.add_argument("--calib-data", help="calibration data for weighted SVD / sensitivity ranks; a text model "
-                                        "takes text:FILE or FILE.tab|.tsv|.csv|.jsonl (default: the model's dataset)")
+    g.add_argument("--calib-data", help=_data_help("calib", "calibration data for weighted SVD / sensitivity ranks "
+                                                             "and INT8", "the model's dataset, else random"))
     g.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256, seeded selection)")
 
 
@@ -146,23 +152,27 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def add_precision_args(p: argparse.ArgumentParser) -> None:
-    from pela_export.calibration import SCALE_METHODS
-
-    from ..precision import PRECISIONS
+    """``--precision`` and, per registered precision spec, the flags of its options dataclass."""
+    from ..options import add_arguments
+    from ..precision.spec import precision_names, precision_specs
 
     g = p.add_argument_group("precision in the graph (variants of each FP32 ONNX file)")
     g.add_argument("--precision", type=_names, default=None, metavar="LIST",
-                   help=f"comma-separated variants to write besides FP32, from: {', '.join(PRECISIONS.names())} "
-                        "(default fp16,int8; pass fp32 for none)")
-    g.add_argument("--fp16-keep-ops", type=_names, help="op types kept FP32 in the FP16 graph (replaces the default "
-                                                        "list: normalisations, Softmax, reductions, Pow, Sqrt, Exp, Log)")
-    g.add_argument("--fp16-keep-nodes", type=_names, help="node names kept FP32 in the FP16 graph")
-    g.add_argument("--fp16-io", choices=("fp32", "fp16"), help="dtype of the FP16 graph's inputs/outputs (default fp32)")
-    g.add_argument("--calib-method", choices=SCALE_METHODS.names(), help="INT8 activation scales (default percentile)")
-    g.add_argument("--calib-percentile", type=float, help="percentile of |x| for --calib-method percentile (default 99.99)")
-    g.add_argument("--int8-exclude", type=_names, help="node names kept in higher precision in the INT8 graph")
-    g.add_argument("--int8-exclude-ops", type=_names, help="op types kept in higher precision in the INT8 graph")
-    g.add_argument("--int8-keep-worst", type=int, help="keep the N nodes with the largest INT8 sensitivity unquantized")
+                   help=f"comma-separated variants to write besides FP32, from: "
+                        f"{', '.join(precision_names(converted=True))} (default fp16,int8; pass fp32 for none)")
+    for spec in precision_specs():
+        add_arguments(spec.options, g)
+
+
+def _precision_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
+    """``precisions`` and each registered precision's options, from the flags its spec declares."""
+    from dataclasses import fields
+
+    from ..precision.spec import precision_specs
+
+    default = next(f.default for f in fields(RunConfig) if f.name == "precisions")
+    options = {s.name: s.options.from_namespace(ns) for s in precision_specs()}
+    return {"precisions": getattr(ns, "precision", None) or default, "precision_options": options}
 
 
 def add_trt_args(p: argparse.ArgumentParser) -> None:
@@ -241,8 +251,7 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("benchmark")
-    g.add_argument("--data", help="accuracy dataset: digits | fashion-mnist | idx:DIR | text:FILE | "
-                                  "FILE.tab|.tsv|.csv|.jsonl | TRAIN,TEST (default: the model's own, if any)")
+    g.add_argument("--data", help=_data_help("eval", "accuracy dataset", "the model's own, else random"))
     g.add_argument("--eval-samples", type=int, default=2000, help="test samples for accuracy (0 = all; default 2000)")
     g.add_argument("--runs", type=int, default=30, help="timed runs per measurement (>= 30; default 30)")
     g.add_argument("--warmup", type=int, default=5, help="warm-up runs (default 5)")
@@ -252,8 +261,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
 
 def add_package_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("bundle")
-    g.add_argument("--data", help="dataset the golden inputs come from: digits | fashion-mnist | idx:DIR "
-                                  "(default: the model's own, else seeded random inputs)")
+    g.add_argument("--data", help=_data_help("eval", "dataset the golden inputs come from",
+                                             "the model's own, else seeded random inputs"))
     g.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime when computing golden outputs")
     g.add_argument("--atol", type=float, help="absolute tolerance of the FP32 golden check (default: per model family)")
     g.add_argument("--rtol", type=float, help="relative tolerance of the FP32 golden check (default: per model family)")
@@ -295,10 +304,7 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
         runs=get("runs", 30), warmup=get("warmup", 5), batch_sizes=tuple(get("batch_sizes")) if get("batch_sizes") else None,
         threads=get("threads"), calib_data=get("calib_data"), calib_samples=get("calib_samples", 256),
         train=_train_config(ns), train_data=get("train_data"),
-        precisions=get("precision") or ("fp16", "int8"), fp16_keep_ops=get("fp16_keep_ops"),
-        fp16_keep_nodes=get("fp16_keep_nodes"), fp16_io=get("fp16_io"), calib_method=get("calib_method"),
-        calib_percentile=get("calib_percentile"), int8_exclude=get("int8_exclude"),
-        int8_exclude_ops=get("int8_exclude_ops"), int8_keep_worst=get("int8_keep_worst"),
+        **_precision_kwargs(ns),
         trt_version=get("trt_version"), trt=_trt_config(ns),
         skip=tuple(get("skip", ()) or ()), progress=not get("no_progress", False),
     )

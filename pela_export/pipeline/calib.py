@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.opendata import resolve_spec
+from ..data.spec import data_choices
 from ..errors import OptionError
 from ..models.io import Batch, as_feeds, batch_len, batch_slice
 from .context import Context
@@ -66,14 +68,17 @@ def batch_sha256(x: Batch, *extra: np.ndarray | None) -> str:
 def calibration_data(ctx: Context, samples: int, *, labelled: bool, why: str, split: str = "train") -> CalibData:
     """``samples`` seeded-random examples of the calibration source, adapted to the model input."""
     cfg, loaded = ctx.cfg, ctx.loaded
-    spec = cfg.calib_data or cfg.data or loaded.default_dataset
-    if spec is None:
+    resolved = resolve_spec(cfg.calib_data or cfg.data, loaded, "calib")
+    if resolved.kind == "random":
         if labelled:
-            raise OptionError(f"{why} needs labelled data, and {loaded.name!r} has no dataset",
-                              fix="pass --calib-data digits|fashion-mnist|idx:DIR (or use --method asvd/whiten)")
+            what = f"--calib-data {resolved.text} has no labels" if resolved.text else f"{loaded.name!r} has no dataset"
+            raise OptionError(f"{why} needs labelled data, and {what}",
+                              fix=f"pass --calib-data {'|'.join(data_choices('calib', text=False)[:3])} "
+                                  "(or use --method asvd/whiten)")
         ctx.note(f"{why}: no dataset for {loaded.name}; using {samples} seeded random inputs (pass --calib-data)")
         x = random_inputs(loaded, samples, CALIB_SEED + 7)
         return CalibData(x, None, "random", batch_sha256(x))
+    spec = resolved.label
     x, y, _, _ = image_split(ctx, spec, "--calib-data", split,
                              lambda count: np.random.default_rng(CALIB_SEED).permutation(count)[:samples])
     return CalibData(x, y, f"{spec} {split} split ({batch_len(x)} seeded samples)", batch_sha256(x, y))

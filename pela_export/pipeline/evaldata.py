@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.text import is_text_spec
-from ..errors import DatasetError
-from ..models.io import SEQUENCE, Batch, batch_len
+from ..data.opendata import DataSplit, open_data, random_inputs, resolve_spec
+from ..data.spec import use_of
+from ..models.io import Batch, batch_len
 from .context import Context
 
 RANDOM_EVAL_SAMPLES = 64
@@ -38,16 +38,8 @@ class EvalData:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Split:
-    """Model-ready inputs of one split of a dataset spec, with labels and provenance."""
-
-    x: Batch
-    labels: np.ndarray | None
-    num_classes: int | None
-    raw_shape: tuple[int, ...]
-    class_names: list[str] | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+#: Model-ready inputs of one split of a dataset spec, with labels and provenance (the resolver's record).
+Split = DataSplit
 
 
 def text_columns(ctx: Context) -> tuple[str | None, str | None]:
@@ -55,59 +47,16 @@ def text_columns(ctx: Context) -> tuple[str | None, str | None]:
     return getattr(ctx.cfg, "text_column", None), getattr(ctx.cfg, "label_column", None)
 
 
-def _text_model(loaded: Any) -> bool:
-    return bool(loaded.spec.is_text())
-
-
-def _text_split(ctx: Context, spec: str, flag: str, split: str, select: Select | None) -> Split:
-    from ..data.tokens import text_model_split
-
-    text_column, label_column = text_columns(ctx)
-    tok = text_model_split(ctx.loaded, spec, split, select, text_column=text_column, label_column=label_column,
-                           flag=flag)
-    ds = tok.dataset
-    details = {**ds.describe(), "split": split, "max_length": tok.max_length, "at_max_length": tok.at_max_length,
-               "padded_length": int(next(iter(tok.x.values())).shape[1])}
-    # integer labels are ids as given: the label range is checked against the logits instead
-    num_classes = None if ds.label_mapping and ds.label_mapping.startswith("integer") else ds.num_classes
-    return Split(tok.x, tok.labels, num_classes, (), ds.class_names, details)
-
-
-def _image_only(ctx: Context, spec: str, flag: str) -> None:
-    from ..data import DATASETS
-
-    loaded = ctx.loaded
-    if _text_model(loaded) and spec.partition(":")[0] not in DATASETS:
-        raise DatasetError(f"{flag} {spec} is not a text data file, and {loaded.name!r} is a text model",
-                           fix=f"pass {flag} text:FILE or FILE.tab|.tsv|.csv|.jsonl (or TRAIN,TEST)")
-    if _text_model(loaded):
-        raise DatasetError(f"{flag} {spec} gives images, but {loaded.name!r} is a text model "
-                           f"(inputs {', '.join(loaded.spec.input_names)})",
-                           fix=f"pass {flag} a text file: text:FILE or FILE.tab|.tsv|.csv|.jsonl "
-                               "(--text-column/--label-column name its columns)")
-    if not loaded.input_dtype.is_floating_point or len(loaded.input_shape) != 3:
-        raise DatasetError(f"{flag} {spec} gives images, but {loaded.name!r} takes input {list(loaded.input_shape)} "
-                           f"of {loaded.input_dtype}", fix=f"drop {flag} for non-image models")
-
-
 def dataset_split(ctx: Context, spec: str, flag: str, split: str, select: Select | None = None) -> Split:
     """``split`` ("train"/"test") of a dataset spec, rows chosen by ``select(count)``, ready for the model.
 
-    Images are resized/normalised to the model input; text is tokenized with the model's
-    tokenizer (``{input name: int64 (N, L)}``, padded to the longest row, cut at the
-    ``sequence`` max). A text spec for an image model (or the reverse) is a DatasetError.
+    Resolved by :func:`pela_export.data.opendata.open_data` (the one resolver of ``--data``,
+    ``--calib-data`` and ``--train-data``): images resized/normalised to the model input, text
+    tokenized with the model's tokenizer. A text spec for an image model (or the reverse) is a DatasetError.
     """
-    if is_text_spec(spec):
-        return _text_split(ctx, spec, flag, split, select)
-    from ..data import adapt_images, load_dataset
-
-    _image_only(ctx, spec, flag)
-    loaded = ctx.loaded
-    ds = load_dataset(spec)
-    x_all, y_all = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
-    chosen = select(len(x_all)) if select is not None else slice(None)
-    x = adapt_images(x_all[chosen], loaded.input_shape, loaded.preprocessing).astype(np.float32)  # type: ignore[arg-type]
-    return Split(x, y_all[chosen].astype(np.int64), ds.num_classes, tuple(x_all.shape[1:]), ds.class_names)
+    text_column, label_column = text_columns(ctx)
+    return open_data(spec, ctx.loaded, use=use_of(flag), split=split, select=select,
+                     text_column=text_column, label_column=label_column)
 
 
 def image_split(ctx: Context, spec: str, flag: str, split: str,
@@ -122,20 +71,13 @@ def image_split(ctx: Context, spec: str, flag: str, split: str,
     return s.x, s.labels, s.num_classes, s.raw_shape
 
 
-def random_inputs(loaded: Any, samples: int, seed: int) -> Batch:
-    """Seeded valid random inputs: one array for a single-tensor model, else a dict for every input."""
-    spec = loaded.spec
-    if spec.is_single_tensor() and SEQUENCE not in spec.axes:
-        return loaded.dummy_input(samples, seed=seed).numpy()
-    return spec.dummy(samples, seed=seed)
-
-
 def evaluation_data(ctx: Context, limit: int | None = None) -> EvalData:
     """Test-split inputs shaped for the model (first ``limit`` samples, deterministic)."""
     loaded, cfg = ctx.loaded, ctx.cfg
-    spec = cfg.data or loaded.default_dataset
+    resolved = resolve_spec(cfg.data, loaded, "eval")
+    spec = resolved.label
     n = limit if limit is not None else cfg.eval_samples
-    if spec is None:
+    if resolved.kind == "random":
         ctx.note(f"no dataset for {loaded.name}: accuracy not measured; agreement and cosine use "
                  f"{RANDOM_EVAL_SAMPLES} seeded random inputs (pass --data for real data)")
         return EvalData(random_inputs(loaded, RANDOM_EVAL_SAMPLES, 1), None, "random", None)

@@ -38,9 +38,9 @@ def train_stage(ctx: Context, student: nn.Module, *, structured: bool = False) -
     ``structured``: a ``--structure`` student, trained by :func:`~pela_export.structured.train.train_structured`
     (``--train-scope factors`` = the structured layers' own trainable parameters, an adapter's base stays frozen).
     """
-    from ..data.text import is_text_spec
-    from ..train import accuracy_fn, from_spec, load_train_data, model_preprocessing, train_pela
-    from ..train.data import from_text
+    from ..data.spec import data_choices, parse_data_spec
+    from ..train import accuracy_fn, load_train_data, train_pela
+    from ..train.data import open_train_data
 
     cfg, loaded = ctx.cfg, ctx.loaded
     tc = dataclasses.replace(cfg.train, checkpoint_dir=checkpoint_dir(ctx), device=cfg.device, progress=cfg.progress)
@@ -48,19 +48,17 @@ def train_stage(ctx: Context, student: nn.Module, *, structured: bool = False) -
     source = cfg.train_data or cfg.data or loaded.default_dataset
     if source is None:
         raise OptionError(f"--train needs training data and {loaded.name!r} has no dataset",
-                          fix="pass --train-data digits|fashion-mnist|idx:DIR|FILE.npz|IMAGE_DIR "
-                              "(a text model: text:FILE or FILE.tab|.tsv|.csv|.jsonl)")
+                          fix=f"pass --train-data with one of: {', '.join(data_choices('train'))}")
     if cfg.train_data is None:
         ctx.note(f"PELA training data: {source} (train split; pass --train-data to change)")
     data = load_train_data(source, loaded, text_column=cfg.text_column, label_column=cfg.label_column)
     eval_fn = None
     eval_spec = cfg.data or loaded.default_dataset
-    if eval_spec is not None and len(loaded.input_shape) == 3 and not is_text_spec(eval_spec):
-        test = from_spec(eval_spec, tuple(loaded.input_shape), model_preprocessing(loaded), split="test")  # type: ignore[arg-type]
-        eval_fn = accuracy_fn(test)
-    elif eval_spec is not None and is_text_spec(eval_spec) and loaded.spec.outputs[0].role == "logits":
-        test = from_text(eval_spec, loaded, "test", text_column=cfg.text_column, label_column=cfg.label_column,
-                         flag="--data")
+    kind = parse_data_spec(eval_spec, "--data").kind if eval_spec is not None else "random"
+    if kind != "random" and (len(loaded.input_shape) == 3 and kind != "text"
+                             or kind == "text" and loaded.spec.outputs[0].role == "logits"):
+        test = open_train_data(eval_spec, loaded, "test", flag="--data", text_column=cfg.text_column,
+                               label_column=cfg.label_column)
         eval_fn = accuracy_fn(test) if test.labelled else None
     before = {"original": eval_fn(ctx.original()), "compressed": eval_fn(student)} if eval_fn else {}
     if before:

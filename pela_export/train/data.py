@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data import DATASETS, ArrayDataset, adapt_images, load_dataset
-from ..data.text import is_text_spec
+from ..data import ArrayDataset, adapt_images, load_dataset
 from ..data.tokens import trim_padding
 from ..errors import DatasetError, OptionError
 from ..models.base import LoadedModel, Preprocessing
@@ -204,40 +203,62 @@ def model_preprocessing(loaded: LoadedModel) -> Preprocessing | None:
     return None
 
 
+def open_train_data(spec: Any, loaded: LoadedModel, split: str = "train", *, flag: str = "--train-data",
+                    text_column: str | None = None, label_column: str | None = None) -> TrainData:
+    """``split`` of a data spec through the one resolver (:func:`pela_export.data.opendata.open_data`),
+    as TrainData: the same rows calibration and evaluation see. An image folder stays lazily decoded
+    (it may be far larger than memory); text labels are kept only for a classifier (logits)."""
+    from ..data.opendata import image_folder_data, open_data, resolve_spec
+    from ..data.spec import use_of
+
+    use = use_of(flag)
+    resolved = resolve_spec(spec, loaded, use)
+    pre = model_preprocessing(loaded)
+    if resolved.kind == "text":
+        s = open_data(resolved, loaded, use=use, split=split, text_column=text_column, label_column=label_column)
+        x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in s.x.items()}
+        classifier = loaded.spec.outputs[0].role == "logits"
+        y = torch.from_numpy(s.labels) if s.labels is not None and classifier else None
+        return TrainData(name=f"{s.name}:{split}", x=x, y=y)
+    if loaded.spec.is_text():
+        raise DatasetError(f"{flag} {resolved.label} is not text, but {loaded.name!r} is a text model "
+                           f"(inputs {', '.join(loaded.spec.input_names)})",
+                           fix=f"pass {flag} text:FILE or FILE.tab|.tsv|.csv|.jsonl")
+    if len(loaded.input_shape) != 3:
+        raise OptionError(f"model input shape {tuple(loaded.input_shape)} is not an image (C, H, W)",
+                          fix="pass training data as a torch Dataset through the API")
+    if resolved.kind == "images":
+        shape = tuple(int(v) for v in loaded.input_shape)
+        ds = image_folder_data(resolved.paths[0], shape, pre, flag)
+        return from_torch_dataset(ds, name=str(Path(resolved.paths[0]).expanduser()), labelled=bool(ds.classes))
+    s = open_data(resolved, loaded, use=use, split=split, preprocessing=pre)
+    name = s.name if resolved.kind == "npz" else f"{s.name}:{split}"
+    return from_arrays(s.x, s.labels, name=name)
+
+
 def load_train_data(source: Any, loaded: LoadedModel, *, text_column: str | None = None,
                     label_column: str | None = None) -> TrainData:
     """Resolve a training source for ``loaded``'s input.
 
     ``source``: a :class:`TrainData`, a torch Dataset, an :class:`ArrayDataset`
-    (train split), a path to an ``.npz`` file, a directory of images, a registry
-    spec (``digits``, ``fashion-mnist``, ``idx:DIR``), or for a text model a text
-    file (``text:FILE``, ``FILE.tab|.tsv|.csv|.jsonl``, ``TRAIN,TEST``; columns
-    ``text_column``/``label_column``, else detected).
+    (train split), or a data spec (:func:`pela_export.data.spec.parse_data_spec`; the
+    spellings of ``--data``/``--calib-data``: ``digits``, ``fashion-mnist``, ``idx:DIR``,
+    ``FILE.npz``, ``IMAGE_DIR``, and for a text model ``text:FILE``,
+    ``FILE.tab|.tsv|.csv|.jsonl``, ``TRAIN,TEST``; columns ``text_column``/``label_column``,
+    else detected).
     """
     if isinstance(source, TrainData):
         return source
     if isinstance(source, Dataset):
         return from_torch_dataset(source)
-    if isinstance(source, (str, Path)) and is_text_spec(source):
-        return from_text(str(source), loaded, text_column=text_column, label_column=label_column)
-    if loaded.spec.is_text():
-        raise DatasetError(f"--train-data {source} is not text, but {loaded.name!r} is a text model "
-                           f"(inputs {', '.join(loaded.spec.input_names)})",
-                           fix="pass --train-data text:FILE or FILE.tab|.tsv|.csv|.jsonl")
-    shape = tuple(int(v) for v in loaded.input_shape)
-    pre = model_preprocessing(loaded)
-    if len(shape) != 3:
-        raise OptionError(f"model input shape {shape} is not an image (C, H, W)",
-                          fix="pass training data as a torch Dataset through the API")
     if isinstance(source, ArrayDataset):
-        return from_array_dataset(source, shape, pre)  # type: ignore[arg-type]
-    text = str(source)
-    if text.partition(":")[0] in DATASETS:
-        return from_spec(text, shape, pre)  # type: ignore[arg-type]
-    if text.endswith(".npz"):
-        return from_npz(text, shape, pre)  # type: ignore[arg-type]
-    if Path(text).expanduser().is_dir():
-        from .images import image_folder
-
-        return image_folder(Path(text).expanduser(), pre, shape)  # type: ignore[arg-type]
-    return from_spec(text, shape, pre)  # type: ignore[arg-type]
+        if loaded.spec.is_text():
+            raise DatasetError(f"--train-data {source.name} is not text, but {loaded.name!r} is a text model "
+                               f"(inputs {', '.join(loaded.spec.input_names)})",
+                               fix="pass --train-data text:FILE or FILE.tab|.tsv|.csv|.jsonl")
+        if len(loaded.input_shape) != 3:
+            raise OptionError(f"model input shape {tuple(loaded.input_shape)} is not an image (C, H, W)",
+                              fix="pass training data as a torch Dataset through the API")
+        return from_array_dataset(source, tuple(int(v) for v in loaded.input_shape),  # type: ignore[arg-type]
+                                  model_preprocessing(loaded))
+    return open_train_data(source, loaded, text_column=text_column, label_column=label_column)
