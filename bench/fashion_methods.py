@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pela_export.bench import environment_info
+from pela_export.measure import environment_info
 from pela_export.data import adapt_images, load_dataset
 from pela_export.data.subset import model_split
 from pela_export.lowrank import factorize_model

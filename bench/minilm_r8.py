@@ -631,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one lin
 
     # 7. latency ---------------------------------------------------------------
     def latency_section() -> dict[str, Any]:
-        from pela_export.bench.flops import count_flops
+        from pela_export.measure.flops import count_flops
 
         method = best_method(2.0, args.methods) or "svd"
         res = factorize(method, 2.0)
@@ -668,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one lin
     runs.append({"started": started, "wall_seconds": round(wall, 1), "computed_cells": cache.computed,
                  "command": "python bench/minilm_r8.py " + " ".join(argv if argv is not None else sys.argv[1:])})
     runs_path.write_text(json.dumps(runs, indent=1) + "\n")
-    from pela_export.bench import environment_info
+    from pela_export.measure import environment_info
 
     env = environment_info() | {"transformers": transformers.__version__, "cpu_model": _cpu_model(),
                                 "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pela_export.bench import environment_info, evaluate_logits
+from pela_export.measure import environment_info, evaluate_logits
 from pela_export.pipeline.bench import deployed_onnx
 from pela_export.pipeline.compress import compress_stage
 from pela_export.pipeline.config import RunConfig

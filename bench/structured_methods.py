@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pela_export.bench import LatencyStats, collect_logits_onnx, environment_info
-from pela_export.bench._ort import make_session
+from pela_export.measure import LatencyStats, collect_logits_onnx, environment_info
+from pela_export.measure._ort import make_session
 from pela_export.data.subset import model_split
 from pela_export.lowrank import factorize_model
 from pela_export.models.default import load_default_model

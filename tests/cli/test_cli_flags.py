@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import ast
 import re
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,14 +32,6 @@ OTHER_TOOLS: dict[str, str] = {
     "--format": "nvidia-smi: CSV output of that query",
     "--runtime": "docker: `--runtime nvidia` in the fix for a container without GPU access",
     "--version": "nvcc --version in the cuda-python fix (pela-export --version exists too)",
-}
-
-#: Flags the precision-options change adds to the CLI (its PrecisionSpec options dataclasses declare them; the
-#: parser wiring in cli/args.py lands with that change). Tolerated while missing; once both are parser options,
-#: drop this list (test_allow_lists_stay_honest warns) and the test guards them like every other flag.
-EXPECTED_MISSING: dict[str, str] = {
-    "--fp16-range-margin": "FP16 precision option, added with the precision-options change",
-    "--calib-batch-size": "calibration-set option, added with the precision-options change",
 }
 
 # "--precision VALUE" suggestions (a value looks like fp16, int8, fp16+int8 or auto, alone or in a , or | list;
@@ -82,7 +73,7 @@ def test_every_flag_named_in_the_product_exists():
     named = _named_flags()
     assert named, "the scan found no flags at all: the source layout changed"
     missing = {f: where for f, where in named.items()
-               if f not in known and f not in OTHER_TOOLS and f not in EXPECTED_MISSING}
+               if f not in known and f not in OTHER_TOOLS}
     report = "\n".join(f"  {f}: named at {', '.join(where)}" for f, where in sorted(missing.items()))
     assert not missing, f"flags named in messages/help that no pela-export command takes:\n{report}"
 
@@ -92,9 +83,8 @@ def test_allow_lists_stay_honest():
     named = _named_flags()
     unused = sorted(f for f in OTHER_TOOLS if f not in named)
     assert not unused, f"OTHER_TOOLS entries no longer named anywhere, drop them: {unused}"
-    landed = sorted(f for f in EXPECTED_MISSING if f in known)
-    if landed:  # a warning, not a failure: the list only bridges the time until the precision change lands
-        warnings.warn(f"now real CLI options, drop them from EXPECTED_MISSING: {landed}", stacklevel=1)
+    clash = sorted(f for f in OTHER_TOOLS if f in known and f != "--version")  # both tools have it
+    assert not clash, f"OTHER_TOOLS entries are pela-export flags too, so the allow-list could hide them: {clash}"
 
 
 def test_precision_suggestions_name_registered_graph_precisions():
