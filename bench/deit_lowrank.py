@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     original_onnx = None
     for k in args.ratios:
-        cfg = RunConfig(model=args.model, ratio=k, out=str(work / f"k{k:g}"), threads=max(args.threads),
+        cfg = RunConfig.of(model=args.model, ratio=k, out=str(work / f"k{k:g}"), threads=max(args.threads),
                         align=args.align, progress=False)
         ctx = prepare(cfg, loaded)
         loaded = ctx.loaded

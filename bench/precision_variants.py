@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with tempfile.TemporaryDirectory(prefix="pela-prec-") as tmp:
-        cfg = RunConfig(model=args.model, ratio=args.ratio, out=tmp, precisions=("fp32",), threads=args.threads,
+        cfg = RunConfig.of(model=args.model, ratio=args.ratio, out=tmp, precisions=("fp32",), threads=args.threads,
                         calib_samples=args.calib_samples, eval_samples=args.eval_samples or None, progress=False)
         ctx = prepare(cfg)
         compress_stage(ctx)

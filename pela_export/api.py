@@ -2,7 +2,7 @@
 
 >>> from pela_export import api
 >>> from pela_export.pipeline.config import RunConfig
->>> api.run(RunConfig(model="timm:deit_small_patch16_224", ratio=3))  # doctest: +SKIP
+>>> api.run(RunConfig.of(model="timm:deit_small_patch16_224", ratio=3))  # doctest: +SKIP
 
 The stage functions return their stage record as a plain dict (``stages/<stage>.json``'s
 content; the typed records are :mod:`pela_export.pipeline.records`). :data:`STAGES` is the

@@ -89,7 +89,7 @@ def values_from_namespace(cls: Any, ns: argparse.Namespace) -> dict[str, Any]:
     """The options of ``cls`` present in ``ns`` (absent ones keep the dataclass defaults)."""
     out: dict[str, Any] = {}
     for f in option_fields(cls):
-        if not f.metadata["cli"] or not hasattr(ns, f.name):
+        if not hasattr(ns, f.name):  # cli=False options count too when a hand-written argument uses their dest
             continue
         value = getattr(ns, f.name)
         convert = f.metadata["from_cli"]

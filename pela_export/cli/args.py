@@ -4,24 +4,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..export.simplify import SIMPLIFIERS
-from ..models.sources import parse_input_shape
-from ..options import add_arguments, option_fields, values_from_namespace
+from ..options import add_arguments, option_fields
 from ..pipeline.compress_options import CALIB_OPTIONS, COMPRESS_OPTIONS, users
+from ..pipeline.compress_options import CompressOptions
 from ..pipeline.config import DATA_AWARE_METHOD, STAGES, RunConfig
+from ..pipeline.groups import (BenchOptions, DataOptions, ExportOptions, ModelOptions, OutputOptions,
+                               PrecisionOptions, TensorRTOptions)
+from ..pipeline.structured_options import StructureOptions
 from .device_args import ints
 
 
 _ints = ints  # shared with the torch-free device commands
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    from ..errors import InputShapeError
-
-    try:
-        return parse_input_shape(text)
-    except InputShapeError as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace("\n", " ")) from None
 
 
 def _data_help(use: str, lead: str, default: str = "the model's dataset") -> str:
@@ -32,18 +25,7 @@ def _data_help(use: str, lead: str, default: str = "the model's dataset") -> str
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("model", nargs="?", default=None, metavar="MODEL",
-                   help="timm:NAME | hf:LOCAL_DIR | FILE.pt2 | package.module:factory | default[:RECIPE]; "
-                        "omitted: the embedded digits ViT (trained once, cached)")
-    g.add_argument("--checkpoint", help="local weights for MODEL (state dict .pt/.pth/.safetensors)")
-    g.add_argument("--input-shape", type=_shape, help="input shape without batch, e.g. 3,224,224 (default: from the model's config); "
-                                                     "for a text model: the optimal sequence length")
-    g.add_argument("--max-length", type=int, default=None,
-                   help="text models: longest sequence (profile max, tokenizer truncation; default: the model's "
-                        "max_position_embeddings or sentence-transformers max_seq_length, at most 512)")
-    g.add_argument("--hidden-state", action="store_true",
-                   help="text encoders: also export the last hidden state beside the pooled embedding")
+    g = ModelOptions.add_arguments(p)
     g.add_argument("--text-column", metavar="NAME",
                    help="text data files (.tab/.tsv/.csv/.jsonl): the text column (default: a column named "
                         "text|sentence|document|content, or the only non-label one)")
@@ -53,10 +35,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("output")
-    g.add_argument("--out", help="output directory (default ./pela-out/<model-name>)")
-    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for PyTorch stages (default cpu)")
-    g.add_argument("--no-progress", action="store_true", help="no progress display")
+    g = OutputOptions.add_arguments(p)
     g.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
@@ -65,7 +44,7 @@ def _option_group(p: argparse.ArgumentParser, title: str, names: tuple[str, ...]
     from ..lowrank import DEFAULT_RATIO
 
     g = p.add_argument_group(title)
-    add_arguments(RunConfig, g, skip=[f.name for f in option_fields(RunConfig) if f.name not in names])
+    add_arguments(CompressOptions, g, skip=[f.name for f in option_fields(CompressOptions) if f.name not in names])
     for action in g._group_actions:
         methods, policies = users(action.dest)
         used = [f"--method {'/'.join(methods)}"] if methods else []
@@ -170,9 +149,9 @@ def _precision_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
 
     from ..precision.spec import precision_specs
 
-    default = next(f.default for f in fields(RunConfig) if f.name == "precisions")
+    default = next(f.default for f in fields(PrecisionOptions) if f.name == "precisions")
     options = {s.name: s.options.from_namespace(ns) for s in precision_specs()}
-    return {"precisions": getattr(ns, "precision", None) or default, "precision_options": options}
+    return {"precisions": getattr(ns, "precision", None) or default, "options": options}
 
 
 def add_trt_args(p: argparse.ArgumentParser) -> None:
@@ -237,31 +216,18 @@ def _train_config(ns: argparse.Namespace) -> Any:
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("export")
-    g.add_argument("--opset", type=int, default=17, help="ONNX opset 13..20 (default 17: TensorRT 8.6 / JetPack 6.0 parses it)")
-    g.add_argument("--legacy-exporter", action="store_true", help="use the TorchScript exporter instead of dynamo")
-    g.add_argument("--exporter-fallback", action="store_true",
-                   help="if the chosen exporter fails, retry once with the other (recorded in the report)")
-    g.add_argument("--static-shapes", action="store_true", help="fixed batch size instead of a dynamic batch axis")
-    g.add_argument("--simplifier", choices=SIMPLIFIERS.names(), default="onnxsim",
-                   help="graph simplifier; on failure falls back to the others with a warning (default onnxsim)")
-    g.add_argument("--atol", type=float, help="absolute tolerance for ONNX vs PyTorch (default: per model family)")
-    g.add_argument("--rtol", type=float, help="relative tolerance for ONNX vs PyTorch (default: per model family)")
+    ExportOptions.add_arguments(p)
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("benchmark")
-    g.add_argument("--data", help=_data_help("eval", "accuracy dataset", "the model's own, else random"))
+    g = BenchOptions.add_arguments(p)
+    g.add_argument("--data", dest="eval_data", help=_data_help("eval", "accuracy dataset", "the model's own, else random"))
     g.add_argument("--eval-samples", type=int, default=2000, help="test samples for accuracy (0 = all; default 2000)")
-    g.add_argument("--runs", type=int, default=30, help="timed runs per measurement (>= 30; default 30)")
-    g.add_argument("--warmup", type=int, default=5, help="warm-up runs (default 5)")
-    g.add_argument("--batch-sizes", type=_ints, default=None, help="batch sizes to time (default 1,8; 1 with --static-shapes)")
-    g.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime and PyTorch (default: all cores)")
 
 
 def add_package_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("bundle")
-    g.add_argument("--data", help=_data_help("eval", "dataset the golden inputs come from",
+    g.add_argument("--data", dest="eval_data", help=_data_help("eval", "dataset the golden inputs come from",
                                              "the model's own, else seeded random inputs"))
     g.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime when computing golden outputs")
     g.add_argument("--atol", type=float, help="absolute tolerance of the FP32 golden check (default: per model family)")
@@ -277,37 +243,23 @@ def _structure_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
     from ..pipeline.structured_options import parse_key_values
 
     get = lambda name, default=None: getattr(ns, name, default)  # noqa: E731
-    return {"structure": get("structure"), "structure_opts": parse_key_values(get("structure_opt") or [], "--structure-opt"),
+    return {"kind": get("structure"), "structure_opts": parse_key_values(get("structure_opt") or [], "--structure-opt"),
             "structure_base": get("structure_base"), "share_central": bool(get("share_central", False)),
             "lowering": get("lowering", "auto"), "allow_dft": bool(get("allow_dft", False)),
             "lowering_overrides": parse_key_values(get("lowering_override") or [], "--lowering-override", parse=False)}
 
 
-def _compression_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
-    """The compression options present in ``ns`` (each declared once on RunConfig with its flag)."""
-    return {k: v for k, v in values_from_namespace(RunConfig, ns).items() if k in COMPRESS_OPTIONS + CALIB_OPTIONS}
-
-
 def config_from_args(ns: argparse.Namespace) -> RunConfig:
-    """Map parsed arguments to a :class:`RunConfig` (absent groups keep defaults)."""
-    get = lambda name, default=None: getattr(ns, name, default)  # noqa: E731
-    eval_samples = get("eval_samples", 2000)
-    return RunConfig(
-        model=get("model"), checkpoint=get("checkpoint"), input_shape=get("input_shape"), out=get("out"),
-        max_length=get("max_length"), hidden_state=bool(get("hidden_state", False)),
-        text_column=get("text_column"), label_column=get("label_column"),
-        device=get("device", "cpu"), **_compression_kwargs(ns), **_structure_kwargs(ns),
-        opset=get("opset", 17), exporter="legacy" if get("legacy_exporter") else "dynamo",
-        exporter_fallback=bool(get("exporter_fallback", False)),
-        dynamic_batch=not get("static_shapes", False), simplifier=get("simplifier", "onnxsim"),
-        atol=get("atol"), rtol=get("rtol"), data=get("data"), eval_samples=None if eval_samples == 0 else eval_samples,
-        runs=get("runs", 30), warmup=get("warmup", 5), batch_sizes=tuple(get("batch_sizes")) if get("batch_sizes") else None,
-        threads=get("threads"), calib_data=get("calib_data"), calib_samples=get("calib_samples", 256),
-        train=_train_config(ns), train_data=get("train_data"),
-        **_precision_kwargs(ns),
-        trt_version=get("trt_version"), trt=_trt_config(ns),
-        skip=tuple(get("skip", ()) or ()), progress=not get("no_progress", False),
-    )
+    """Compose a :class:`RunConfig` from the option groups present in ``ns`` (absent ones keep defaults)."""
+    data = DataOptions.from_namespace(ns)
+    if data.eval_samples == 0:
+        data.eval_samples = None  # --eval-samples 0: all
+    return RunConfig(model=ModelOptions.from_namespace(ns), output=OutputOptions.from_namespace(ns), data=data,
+                     compress=CompressOptions.from_namespace(ns), structure=StructureOptions(**_structure_kwargs(ns)),
+                     export=ExportOptions.from_namespace(ns), precision=PrecisionOptions(**_precision_kwargs(ns)),
+                     tensorrt=TensorRTOptions(trt_version=getattr(ns, "trt_version", None), build=_trt_config(ns)),
+                     bench=BenchOptions.from_namespace(ns), train=_train_config(ns),
+                     skip=tuple(getattr(ns, "skip", ()) or ()))
 
 
 def structure_spec_of(out: str | None, structure_spec: str | None) -> str | None:

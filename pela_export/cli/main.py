@@ -227,7 +227,7 @@ def _dispatch(ns: argparse.Namespace) -> int:
     from . import args as A
 
     if ns.command == "inspect":
-        print(api.inspect(ns.model, checkpoint=ns.checkpoint, input_shape=ns.input_shape,
+        print(api.inspect(ns.spec, checkpoint=ns.checkpoint, input_shape=ns.input_shape,
                           ratio=ns.ratio, method=ns.method or "svd", rank_policy=ns.rank_policy,
                           align=ns.align, include=ns.include, exclude=ns.exclude,
                           structure_spec=A.structure_spec_of(ns.out, ns.structure_spec), tokens=ns.tokens,

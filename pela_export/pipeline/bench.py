@@ -66,7 +66,7 @@ def recorded_precision_variants(ctx: Context, needed_by: str) -> dict[str, tuple
 
 def shapes_for(ctx: Context) -> BenchShapes:
     """The shapes every timing and the FLOP count of this run use (stated in the report)."""
-    return bench_shapes(ctx.loaded.spec, ctx.cfg.batch_sizes)
+    return bench_shapes(ctx.loaded.spec, ctx.cfg.bench.batch_sizes)
 
 
 def example_inputs(ctx: Context, shapes: BenchShapes, batch: int) -> tuple[torch.Tensor, ...]:
@@ -94,42 +94,42 @@ def _precision_latency(ctx: Context, shapes: BenchShapes) -> dict[str, dict[str,
     names = ctx.loaded.spec.input_names
     out: dict[str, dict[str, Any]] = {}
     for name, (onnx, _) in recorded_precision_variants(ctx, needed_by="bench").items():
-        log(f"benchmarking {name} (ONNX Runtime CPU): {', '.join(shapes.describe(b) for b in cfg.batch_sizes)}")
+        log(f"benchmarking {name} (ONNX Runtime CPU): {', '.join(shapes.describe(b) for b in cfg.bench.batch_sizes)}")
         out[name] = {}
-        for b in cfg.batch_sizes:
+        for b in cfg.bench.batch_sizes:
             feeds = {n: t.numpy() for n, t in zip(names, example_inputs(ctx, shapes, b), strict=True)}
-            out[name][str(b)] = bench_onnxruntime(onnx, None, feeds, cfg.warmup, cfg.runs, cfg.threads).to_dict()
+            out[name][str(b)] = bench_onnxruntime(onnx, None, feeds, cfg.bench.warmup, cfg.bench.runs, cfg.bench.threads).to_dict()
     return out
 
 
 def bench_stage(ctx: Context) -> BenchRecord:
     cfg = ctx.cfg
     onnx_paths = deployed_onnx(ctx)
-    device = torch.device(cfg.device)
+    device = torch.device(cfg.output.device)
     shapes = shapes_for(ctx)
     models = {"original": ctx.original(), "compressed": ctx.compressed()}
     benchmarks: dict[str, Any] = {}
     for variant, model in models.items():
         path = onnx_paths[variant]
-        log(f"benchmarking {variant}: {', '.join(shapes.describe(b) for b in cfg.batch_sizes)}, "
-            f"{cfg.runs} runs after {cfg.warmup} warm-up")
+        log(f"benchmarking {variant}: {', '.join(shapes.describe(b) for b in cfg.bench.batch_sizes)}, "
+            f"{cfg.bench.runs} runs after {cfg.bench.warmup} warm-up")
         flops = count_flops(model, example_inputs(ctx, shapes, 1))
         model_dev = model.to(device)
         grid = bench_latency_grid(model_dev, path, ctx.loaded.spec.input_names,
                                   lambda b: tuple(t.to(device) for t in example_inputs(ctx, shapes, b)),
-                                  cfg.batch_sizes, cfg.warmup, cfg.runs, cfg.threads)
+                                  cfg.bench.batch_sizes, cfg.bench.warmup, cfg.bench.runs, cfg.bench.threads)
         model.to("cpu")
         benchmarks[variant] = VariantBenchmark(
             params_torch=count_params(model), params_onnx=count_onnx_params(load_onnx(path, check=False)), flops=flops,
             onnx_size=onnx_file_size(path), latency=grid["latency"], threads=grid["threads"])
     record = BenchRecord(
         precision_latency=_precision_latency(ctx, shapes),
-        device=cfg.device,
+        device=cfg.output.device,
         shapes=shapes.to_dict(),
         onnxruntime_session={"provider": "CPUExecutionProvider", "graph_optimization": "all",
                              "execution_mode": "sequential", "intra_op_spinning": False},
         benchmarks={k: v.to_dict() for k, v in benchmarks.items()},
-        accuracy=accuracy_record(ctx, onnx_paths, EVAL_BATCH, threads=cfg.threads),
+        accuracy=accuracy_record(ctx, onnx_paths, EVAL_BATCH, threads=cfg.bench.threads),
         onnx={k: str(v) for k, v in onnx_paths.items()},
     )
     return ctx.save_record(record)

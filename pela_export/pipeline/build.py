@@ -28,7 +28,7 @@ def run_build_options(ctx: Context) -> Any:
     config) as profile defaults; checked against the model's inputs (a bad ``--profile`` fails here)."""
     from ..tensorrt import BuildOptions, check_profiles, with_model_axes
 
-    options = with_model_axes(ctx.cfg.trt if ctx.cfg.trt is not None else BuildOptions(), ctx.loaded.spec)
+    options = with_model_axes(ctx.cfg.tensorrt.build if ctx.cfg.tensorrt.build is not None else BuildOptions(), ctx.loaded.spec)
     check_profiles(options, ctx.loaded.spec)
     return options
 
@@ -38,7 +38,7 @@ def _target_versions(ctx: Context, installed: str | None) -> list[str]:
 
     if installed:
         return [installed]
-    return [ctx.cfg.trt_version] if ctx.cfg.trt_version else list(TABLE_VERSIONS)
+    return [ctx.cfg.tensorrt.trt_version] if ctx.cfg.tensorrt.trt_version else list(TABLE_VERSIONS)
 
 
 def build_stage(ctx: Context, *, required: bool = False) -> BuildRecord:
@@ -56,7 +56,7 @@ def build_stage(ctx: Context, *, required: bool = False) -> BuildRecord:
     engines_dir = ctx.artifacts.root / ENGINE_DIR
     record = BuildRecord(tensorrt_installed=installed, target_versions=versions, variants={})
     # quoted in the runner's "rebuild on this device" errors
-    model = [ctx.cfg.model] if ctx.cfg.model else []
+    model = [ctx.cfg.model.spec] if ctx.cfg.model.spec else []
     rebuild = shlex.join(["pela-export", "build", *model, "--out", str(ctx.artifacts.root)])
     for name, onnx in files.items():
         entry = BuildVariant(onnx=str(onnx))

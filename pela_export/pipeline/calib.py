@@ -68,7 +68,7 @@ def batch_sha256(x: Batch, *extra: np.ndarray | None) -> str:
 def calibration_data(ctx: Context, samples: int, *, labelled: bool, why: str, split: str = "train") -> CalibData:
     """``samples`` seeded-random examples of the calibration source, adapted to the model input."""
     cfg, loaded = ctx.cfg, ctx.loaded
-    resolved = resolve_spec(cfg.calib_data or cfg.data, loaded, "calib")
+    resolved = resolve_spec(cfg.data.calib_data or cfg.data.eval_data, loaded, "calib")
     if resolved.kind == "random":
         if labelled:
             what = f"--calib-data {resolved.text} has no labels" if resolved.text else f"{loaded.name!r} has no dataset"

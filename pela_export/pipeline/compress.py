@@ -14,32 +14,32 @@ from .records import CompressRecord
 def compress_stage(ctx: Context) -> CompressRecord:
     """Factorize, save (atomically) and record; returns the stage record."""
     cfg = ctx.cfg
-    if cfg.structure is not None:
+    if cfg.structure.kind is not None:
         from .compress_structured import structured_compress_stage
 
         return structured_compress_stage(ctx)
     choice = ratio_choice(cfg)
     if choice is not None:
         ctx.note(choice)
-    log(f"compressing {ctx.loaded.name}: method={cfg.method}, rank policy={cfg.rank_policy}, {describe_ranks(cfg)}"
-        + (f", align={cfg.align}" if cfg.align else ""))
+    log(f"compressing {ctx.loaded.name}: method={cfg.compress.method}, rank policy={cfg.compress.rank_policy}, {describe_ranks(cfg)}"
+        + (f", align={cfg.compress.align}" if cfg.compress.align else ""))
     extra, calibration = data_aware_kwargs(ctx)
-    result = factorize_model(ctx.original(), ratio=effective_ratio(cfg), method=cfg.method, rank_policy=cfg.rank_policy,
-                             align=cfg.align, include=cfg.include, exclude=cfg.exclude, **extra)
+    result = factorize_model(ctx.original(), ratio=effective_ratio(cfg), method=cfg.compress.method, rank_policy=cfg.compress.rank_policy,
+                             align=cfg.compress.align, include=cfg.compress.include, exclude=cfg.compress.exclude, **extra)
     if not result.factorized:
         from ..errors import OptionError
 
         raise OptionError(
             f"no layer of {ctx.loaded.name!r} was factorized ({len(result.layers)} eligible, all skipped)",
             fix="check --include/--exclude globs against the layer names (`pela-export inspect MODEL`), or lower --ratio")
-    if cfg.include is None or cfg.exclude is None:
+    if cfg.compress.include is None or cfg.compress.exclude is None:
         ctx.note("layer selection uses the default globs (attention and MLP linears; patch embed, norms, head kept dense)")
     training = None
     if cfg.train is not None:
         from .train import train_stage
 
         training = train_stage(ctx, result.model)
-    source = {"model": ctx.loaded.source, "checkpoint": cfg.checkpoint, "input_shape": list(ctx.loaded.input_shape),
+    source = {"model": ctx.loaded.source, "checkpoint": cfg.model.checkpoint, "input_shape": list(ctx.loaded.input_shape),
               "trained": training is not None}
     save_compressed(result, ctx.artifacts.compressed_ckpt, ctx.artifacts.lowrank_spec, source=source)
     from .structured_saved import drop_stale

@@ -9,13 +9,21 @@ Torch is imported only when a check runs.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OptionError
-from ..options import flag_of
+from ..options import OptionGroup, flag_of, option
 
 if TYPE_CHECKING:
     from .config import RunConfig
+    from .groups import DataOptions
+    from .structured_options import StructureOptions
+
+#: The decomposition used when calibration data is given and --method is not: chosen on the
+#: pretrained benchmark (bench/results/minilm_r8.md), not on the nearly low-rank toy models.
+DATA_AWARE_METHOD = "whiten"
+DATA_AWARE_WHY = "data-aware init measured on pretrained all-MiniLM-L6-v2 / Reuters R8, bench/results/minilm_r8.md"
 
 #: Run options of the "compression" CLI group and of the "data-aware compression" group.
 COMPRESS_OPTIONS: tuple[str, ...] = ("ratio", "method", "rank_policy", "align", "include", "exclude")
@@ -41,6 +49,66 @@ def probe_names() -> list[str]:
     return PROBES.names()
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    from ..cli.device_args import ints
+
+    return ints(text)
+
+
+@dataclass
+class CompressOptions(OptionGroup):
+    """Low-rank compression: decomposition, rank policy and the layers it touches.
+
+    Which method/policy reads which option is declared where each registers; the checks
+    below derive the "not used by this choice" errors from those entries.
+    """
+
+    TITLE = "compression"
+    # None: not given; a policy that reads it uses lowrank.DEFAULT_RATIO, recorded as a choice
+    ratio: float | None = option(None, flag="--ratio", type=float, metavar="K",
+                                 help="PELA compression ratio k > 1: r = in*out // (k*(in+out))")
+    # None: svd, or DATA_AWARE_METHOD when --calib-data is given (the choice is recorded in method_choice)
+    method: str | None = option(None, flag="--method", choices=method_names, help="decomposition")
+    rank_policy: str = option("ratio", flag="--rank-policy", choices=policy_names,
+                              help="rank allocation (default ratio)")
+    align: int | None = option(None, flag="--align", type=int,
+                               help="round ranks down to a multiple (e.g. 8 for tensor cores)")
+    include: list[str] | None = option(None, flag="--include", action="append", metavar="GLOB",
+                                       help="layer-name globs to factorize (repeatable; default: attention and MLP "
+                                            "linears)")
+    exclude: list[str] | None = option(None, flag="--exclude", action="append", metavar="GLOB",
+                                       help="layer-name globs to keep dense (repeatable; default: patch embed, norms, "
+                                            "head)")
+    energy: float | None = option(None, flag="--energy", type=float,
+                                  help="spectral energy to keep per layer (e.g. 0.9)")
+    param_budget: float | None = option(None, flag="--param-budget", type=float,
+                                        help="parameter budget of the factorized layers: a fraction (<= 1) of "
+                                             "their dense parameters or a count")
+    asvd_alpha: float | None = option(None, flag="--asvd-alpha", type=float,
+                                      help="ASVD exponent on mean |x| (default 0.5)")
+    candidate_ranks: tuple[int, ...] | None = option(None, flag="--candidate-ranks", type=_ints, metavar="LIST",
+                                                     help="ranks to probe (default: 0.25x..2x the uniform rank)")
+    # None: "kl" (logits) or "mse" (an embedding output), chosen in the compress stage and recorded
+    sensitivity_loss: str | None = option(None, flag="--sensitivity-loss", choices=probe_names,
+                                          help="loss the sensitivity probe measures on calibration data: kl to the "
+                                               "original's outputs (default, no labels needed), mse, or task "
+                                               "(cross-entropy, needs labels)")
+    method_choice: str | None = None  # the automatic --method choice, for the report
+
+    def choose_method(self, data: DataOptions, structure: StructureOptions) -> None:
+        """``--method`` left out: svd, or the data-aware default when --calib-data is given (recorded)."""
+        if self.method is None:
+            automatic = data.calib_data is not None and structure.kind is None
+            self.method = DATA_AWARE_METHOD if automatic else "svd"
+            if automatic:
+                self.method_choice = (f"--method {DATA_AWARE_METHOD} chosen because --calib-data was given "
+                                      f"({DATA_AWARE_WHY}); pass --method svd for plain SVD")
+        if self.rank_policy == "sensitivity" and self.sensitivity_loss is not None:
+            from ..lowrank.probes import PROBES
+
+            PROBES.get(self.sensitivity_loss)  # None: chosen from the model's output in the compress stage
+
+
 def users(option: str) -> tuple[list[str], list[str]]:
     """(methods, policies) whose registered facts say they read run option ``option``."""
     from ..lowrank import DECOMPOSITIONS, RANK_ALLOCATORS
@@ -51,28 +119,28 @@ def users(option: str) -> tuple[list[str], list[str]]:
 
 
 def _given(cfg: RunConfig, option: str) -> bool:
-    return getattr(cfg, option) is not None
+    return getattr(cfg.compress, option) is not None
 
 
 def check_compression_options(cfg: RunConfig) -> None:
     """Every method/policy option the run sets must be read by the chosen ``--method`` / ``--rank-policy``."""
     from ..lowrank import DECOMPOSITIONS, RANK_ALLOCATORS
 
-    method, policy = DECOMPOSITIONS.get(str(cfg.method)), RANK_ALLOCATORS.get(cfg.rank_policy)
+    method, policy = DECOMPOSITIONS.get(str(cfg.compress.method)), RANK_ALLOCATORS.get(cfg.compress.rank_policy)
     method_options = {o for n in DECOMPOSITIONS.names() for o in DECOMPOSITIONS.get(n).options}
     policy_options = {o for n in RANK_ALLOCATORS.names() for o in RANK_ALLOCATORS.get(n).options}
     for option in sorted(method_options):
         if _given(cfg, option) and option not in method.options:
             _not_used(cfg, option, "--method", method.name, method.summary, users(option)[0])
     for option in sorted(policy_options):
-        if option == "ratio" and cfg.structure is not None:
+        if option == "ratio" and cfg.structure.kind is not None:
             continue  # a structured run's ratio is its adapter base's rank: checked with --structure
         if _given(cfg, option) and option not in policy.options:
             _not_used(cfg, option, "--rank-policy", policy.name, policy.summary, users(option)[1])
 
 
 def _not_used(cfg: RunConfig, option: str, choice_flag: str, chosen: str, summary: str, used_by: list[str]) -> None:
-    flag = flag_of(cfg, option)
+    flag = flag_of(CompressOptions, option)
     by = " or ".join(used_by)
     raise OptionError(f"{flag} is only used with {choice_flag} {by}, not by {choice_flag} {chosen} ({summary})",
                       fix=f"drop {flag}, or pass {choice_flag} {'/'.join(used_by)}")
@@ -84,21 +152,21 @@ def effective_ratio(cfg: RunConfig) -> float | None:
     from ..lowrank import DEFAULT_RATIO, RANK_ALLOCATORS
     from .structured_options import resolved_base
 
-    if cfg.structure is not None:
+    if cfg.structure.kind is not None:
         reads = resolved_base(cfg) == "lowrank"
     else:
-        reads = RANK_ALLOCATORS.get(cfg.rank_policy).uses_ratio
+        reads = RANK_ALLOCATORS.get(cfg.compress.rank_policy).uses_ratio
     if not reads:
         return None
-    return float(cfg.ratio) if cfg.ratio is not None else DEFAULT_RATIO
+    return float(cfg.compress.ratio) if cfg.compress.ratio is not None else DEFAULT_RATIO
 
 
 def ratio_choice(cfg: RunConfig) -> str | None:
     """The automatic choice to record when the run reads a ratio the user did not give."""
     k = effective_ratio(cfg)
-    if cfg.ratio is not None or k is None or cfg.structure is not None:
+    if cfg.compress.ratio is not None or k is None or cfg.structure.kind is not None:
         return None
-    return (f"--ratio {k:g} (the default of --rank-policy {cfg.rank_policy}) because --ratio was not given; "
+    return (f"--ratio {k:g} (the default of --rank-policy {cfg.compress.rank_policy}) because --ratio was not given; "
             "pass --ratio to choose")
 
 
@@ -108,8 +176,8 @@ def describe_ranks(cfg: RunConfig) -> str:
     from ..lowrank import RANK_ALLOCATORS
 
     parts: list[str] = [f"k={k:g}"] if k is not None else []
-    for option in sorted(RANK_ALLOCATORS.get(cfg.rank_policy).options - {"ratio"}):
-        value: Any = getattr(cfg, option)
+    for option in sorted(RANK_ALLOCATORS.get(cfg.compress.rank_policy).options - {"ratio"}):
+        value: Any = getattr(cfg.compress, option)
         if value is not None:
             parts.append(f"{option.replace('_', ' ')}={value}")
-    return ", ".join(parts) or f"rank policy {cfg.rank_policy}"
+    return ", ".join(parts) or f"rank policy {cfg.compress.rank_policy}"

@@ -27,11 +27,11 @@ from .structured_options import resolved_base
 
 def _notes(ctx: Context, base: str | None) -> None:
     cfg = ctx.cfg
-    if base == "lowrank" and cfg.structure_base is None:
-        ctx.note(f"--structure {cfg.structure}: the delta sits on a frozen plain-SVD base at k={effective_ratio(cfg):g}"
-                 f"{'' if cfg.ratio is not None else ' (default --ratio)'}, as in bench/structured_methods.py; "
+    if base == "lowrank" and cfg.structure.structure_base is None:
+        ctx.note(f"--structure {cfg.structure.kind}: the delta sits on a frozen plain-SVD base at k={effective_ratio(cfg):g}"
+                 f"{'' if cfg.compress.ratio is not None else ' (default --ratio)'}, as in bench/structured_methods.py; "
                  "pass --structure-base dense for the delta on the dense weights")
-    if cfg.include is None or cfg.exclude is None:
+    if cfg.compress.include is None or cfg.compress.exclude is None:
         ctx.note("layer selection uses the default globs (attention and MLP linears; patch embed, norms, head kept dense)")
 
 
@@ -88,19 +88,19 @@ def structured_compress_stage(ctx: Context) -> CompressRecord:
     from .structured_saved import save_run_structured
 
     cfg = ctx.cfg
-    kind = cfg.structure
+    kind = cfg.structure.kind
     if kind is None:
         raise OptionError("the structured compress stage needs a layer type", fix="pass --structure KIND")
     base = resolved_base(cfg)
     _notes(ctx, base)
-    opts = ", ".join(f"{k}={v}" for k, v in (cfg.structure_opts or {}).items()) or "defaults"
+    opts = ", ".join(f"{k}={v}" for k, v in (cfg.structure.structure_opts or {}).items()) or "defaults"
     log(f"structuring {ctx.loaded.name}: --structure {kind} ({opts})" + (f", base {base}" if base else "")
-        + (f" k={effective_ratio(cfg):g}" if base == "lowrank" else "") + (", sharing central cores" if cfg.share_central else ""))
+        + (f" k={effective_ratio(cfg):g}" if base == "lowrank" else "") + (", sharing central cores" if cfg.structure.share_central else ""))
     original = ctx.original()
-    student, first = structure_model(original, kind, include=cfg.include, exclude=cfg.exclude,
-                                     hyper=cfg.structure_opts, base=base or "dense",
+    student, first = structure_model(original, kind, include=cfg.compress.include, exclude=cfg.compress.exclude,
+                                     hyper=cfg.structure.structure_opts, base=base or "dense",
                                      ratio=effective_ratio(cfg))
-    sharing = _share(student) if cfg.share_central else None
+    sharing = _share(student) if cfg.structure.share_central else None
     training = None
     if cfg.train is not None:
         from .train import train_stage
@@ -110,11 +110,11 @@ def structured_compress_stage(ctx: Context) -> CompressRecord:
         set_trainable(student, "layers")  # what the method trains: the structured layers' own parameters
     student.eval()
     rec = StructureRecord.from_model(student, kind=kind, bases={e.name: e.base for e in first.layers},
-                                     notes={e.name: e.note for e in first.layers}, hyper=dict(cfg.structure_opts or {}),
+                                     notes={e.name: e.note for e in first.layers}, hyper=dict(cfg.structure.structure_opts or {}),
                                      base=base, ratio=first.ratio, include=first.include, exclude=first.exclude)
     print(rec.format())
     params = account(f"structured:{kind}", student)
-    source = {"model": ctx.loaded.source, "checkpoint": cfg.checkpoint, "input_shape": list(ctx.loaded.input_shape),
+    source = {"model": ctx.loaded.source, "checkpoint": cfg.model.checkpoint, "input_shape": list(ctx.loaded.input_shape),
               "trained": training is not None}
     save_run_structured(ctx, student, source, {"record": rec.to_dict()})
     ctx.set_compressed(student)
@@ -122,7 +122,7 @@ def structured_compress_stage(ctx: Context) -> CompressRecord:
         compression={"method": f"structured:{kind}", "structure": kind, "ratio": first.ratio,
                      "layers": _rows(original, rec, student), "totals": _totals(student, rec)},
         structured={"kind": kind, "hyper": rec.hyper, "base": base, "ratio": first.ratio,
-                    "share_central": cfg.share_central, "sharing": sharing,
+                    "share_central": cfg.structure.share_central, "sharing": sharing,
                     "params": {"trainable": params.trainable, "stored": params.stored},
                     "layers": [dataclasses.asdict(e) for e in rec.layers]},
         params={"original": count_params(original), "compressed": count_params(student)},

@@ -48,8 +48,8 @@ class Context:
     @property
     def tolerance(self) -> Tolerance:
         base = self.loaded.tolerance
-        return Tolerance(atol=self.cfg.atol if self.cfg.atol is not None else base.atol,
-                         rtol=self.cfg.rtol if self.cfg.rtol is not None else base.rtol)
+        return Tolerance(atol=self.cfg.export.atol if self.cfg.export.atol is not None else base.atol,
+                         rtol=self.cfg.export.rtol if self.cfg.export.rtol is not None else base.rtol)
 
     def note(self, choice: str) -> None:
         """Record something the tool decided on its own (shown in the report) and say it now."""
@@ -77,7 +77,7 @@ class Context:
 
     def compressed(self) -> nn.Module:
         """The compressed model, rebuilt from the saved checkpoint (cached for this run)."""
-        if self._compressed is None and self.cfg.structure is not None:
+        if self._compressed is None and self.cfg.structure.kind is not None:
             from .structured_saved import load_run_structured
 
             self._compressed = load_run_structured(self).eval()
@@ -107,16 +107,16 @@ def check_spec_matches(spec: dict[str, Any], cfg: RunConfig, loaded: LoadedModel
     """Refuse to reuse a saved compression made from another model or with other options."""
     src = spec.get("source", {})
     if src.get("model") != loaded.source:
-        raise ArtifactError(f"the compressed model in {cfg.out or 'the output directory'} was made from "
+        raise ArtifactError(f"the compressed model in {cfg.output.out or 'the output directory'} was made from "
                             f"{src.get('model')!r}, not {loaded.source!r}",
                             fix="pass a different --out, or re-run the compress stage")
     from ..lowrank.select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
 
     from .compress_options import effective_ratio
 
-    asked = {"ratio": effective_ratio(cfg), "method": cfg.method, "rank_policy": cfg.rank_policy, "align": cfg.align,
-             "include": list(cfg.include) if cfg.include else list(DEFAULT_INCLUDE),
-             "exclude": list(cfg.exclude) if cfg.exclude is not None else list(DEFAULT_EXCLUDE)}
+    asked = {"ratio": effective_ratio(cfg), "method": cfg.compress.method, "rank_policy": cfg.compress.rank_policy, "align": cfg.compress.align,
+             "include": list(cfg.compress.include) if cfg.compress.include else list(DEFAULT_INCLUDE),
+             "exclude": list(cfg.compress.exclude) if cfg.compress.exclude is not None else list(DEFAULT_EXCLUDE)}
     for key, value in asked.items():
         if spec.get(key) != value:
             raise ArtifactError(f"the saved compression used {key}={spec.get(key)!r} but this run asks for {value!r}",
@@ -126,20 +126,20 @@ def check_spec_matches(spec: dict[str, Any], cfg: RunConfig, loaded: LoadedModel
 
 def prepare(cfg: RunConfig, loaded: LoadedModel | None = None) -> Context:
     """Resolve the model and output directory once per run."""
-    if cfg.device == "cuda" and not torch.cuda.is_available():
+    if cfg.output.device == "cuda" and not torch.cuda.is_available():
         raise OptionError("--device cuda was given but no CUDA GPU is visible to PyTorch",
                           fix="pass --device cpu, or run on a machine with a CUDA GPU and a CUDA build of torch")
     if loaded is None:
-        log(f"resolving model {cfg.model or 'default (embedded digits ViT)'}")
-        loaded = resolve_model(cfg.model, cfg.checkpoint, cfg.input_shape, max_length=cfg.max_length,
-                               hidden_state=cfg.hidden_state)
-    out = Path(cfg.out) if cfg.out else default_out_dir(loaded.name)
+        log(f"resolving model {cfg.model.spec or 'default (embedded digits ViT)'}")
+        loaded = resolve_model(cfg.model.spec, cfg.model.checkpoint, cfg.model.input_shape, max_length=cfg.model.max_length,
+                               hidden_state=cfg.model.hidden_state)
+    out = Path(cfg.output.out) if cfg.output.out else default_out_dir(loaded.name)
     ensure_writable_dir(out)
-    if cfg.out is None:
-        cfg.out = str(out)
+    if cfg.output.out is None:
+        cfg.output.out = str(out)
     ctx = Context(cfg, loaded, Artifacts(out))
-    if cfg.method_choice:
-        ctx.note(cfg.method_choice)
+    if cfg.compress.method_choice:
+        ctx.note(cfg.compress.method_choice)
     if loaded.input_shape_origin != "user":
         ctx.note(f"input shape {list(loaded.input_shape)} taken from the model ({loaded.input_shape_origin})")
     return ctx

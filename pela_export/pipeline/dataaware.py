@@ -18,21 +18,21 @@ def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | No
     from ..lowrank.stats import collect_activation_stats, collect_fisher, with_fisher
 
     cfg, model = ctx.cfg, ctx.original()
-    method, policy = DECOMPOSITIONS.get(str(cfg.method)), RANK_ALLOCATORS.get(cfg.rank_policy)
-    kwargs: dict[str, Any] = {"energy": cfg.energy, "param_budget": cfg.param_budget, "alpha": cfg.asvd_alpha,
-                              "candidate_ranks": cfg.candidate_ranks}
+    method, policy = DECOMPOSITIONS.get(str(cfg.compress.method)), RANK_ALLOCATORS.get(cfg.compress.rank_policy)
+    kwargs: dict[str, Any] = {"energy": cfg.compress.energy, "param_budget": cfg.compress.param_budget, "alpha": cfg.compress.asvd_alpha,
+                              "candidate_ranks": cfg.compress.candidate_ranks}
     need = set(method.collect)
-    has_dataset = (getattr(cfg, "calib_data", None) or cfg.data or ctx.loaded.default_dataset) is not None
+    has_dataset = (cfg.data.calib_data or cfg.data.eval_data or ctx.loaded.default_dataset) is not None
     if has_dataset:
         need |= {"gram"}  # cheap on real data, and it gives every layer its risk score in the rank table
     sensitivity = "probe" in policy.needs
     if not need and not sensitivity and "calibration" not in policy.needs:
         return kwargs, None
-    why = f"--method {cfg.method}" if method.data_aware else f"--rank-policy {cfg.rank_policy}" if sensitivity else "risk scores"
+    why = f"--method {cfg.compress.method}" if method.data_aware else f"--rank-policy {cfg.compress.rank_policy}" if sensitivity else "risk scores"
     probe = sensitivity_probe(ctx) if sensitivity else None
     labelled = method.fisher is not None or probe == "task"
-    calib = calibration_data(ctx, cfg.calib_samples, labelled=labelled, why=why)
-    names = [n for n, _ in select_linears(model, cfg.include, cfg.exclude)]
+    calib = calibration_data(ctx, cfg.data.calib_samples, labelled=labelled, why=why)
+    names = [n for n, _ in select_linears(model, cfg.compress.include, cfg.compress.exclude)]
     if need:
         log(f"collecting calibration statistics ({', '.join(sorted(need))}) on {calib.source}")
         stats = collect_activation_stats(model, names, calib.batches(CALIB_BATCH), need=need & {"abs_mean", "gram"})
@@ -56,8 +56,8 @@ def sensitivity_probe(ctx: Context) -> str:
     A softmax over an embedding's features is no distribution, so KL of it measures nothing the user
     cares about; the embedding itself is what downstream code compares.
     """
-    if ctx.cfg.sensitivity_loss is not None:
-        return ctx.cfg.sensitivity_loss
+    if ctx.cfg.compress.sensitivity_loss is not None:
+        return ctx.cfg.compress.sensitivity_loss
     if ctx.loaded.spec.outputs[0].role == "embedding":
         ctx.note("--sensitivity-loss mse chosen because the model outputs an embedding, not logits "
                  "(pass --sensitivity-loss to choose)")

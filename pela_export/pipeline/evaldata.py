@@ -44,7 +44,7 @@ Split = DataSplit
 
 def text_columns(ctx: Context) -> tuple[str | None, str | None]:
     """``--text-column`` / ``--label-column`` of this run (None: detect)."""
-    return getattr(ctx.cfg, "text_column", None), getattr(ctx.cfg, "label_column", None)
+    return ctx.cfg.data.text_column, ctx.cfg.data.label_column
 
 
 def dataset_split(ctx: Context, spec: str, flag: str, split: str, select: Select | None = None) -> Split:
@@ -74,9 +74,9 @@ def image_split(ctx: Context, spec: str, flag: str, split: str,
 def evaluation_data(ctx: Context, limit: int | None = None) -> EvalData:
     """Test-split inputs shaped for the model (first ``limit`` samples, deterministic)."""
     loaded, cfg = ctx.loaded, ctx.cfg
-    resolved = resolve_spec(cfg.data, loaded, "eval")
+    resolved = resolve_spec(cfg.data.eval_data, loaded, "eval")
     spec = resolved.label
-    n = limit if limit is not None else cfg.eval_samples
+    n = limit if limit is not None else cfg.data.eval_samples
     if resolved.kind == "random":
         ctx.note(f"no dataset for {loaded.name}: accuracy not measured; agreement and cosine use "
                  f"{RANDOM_EVAL_SAMPLES} seeded random inputs (pass --data for real data)")

@@ -20,7 +20,7 @@ REAL_VERIFY_SAMPLES = 16
 
 def _real_inputs(ctx: Context) -> np.ndarray | None:
     """A few real samples for verification when the model has a dataset."""
-    if ctx.cfg.data is None and ctx.loaded.default_dataset is None:
+    if ctx.cfg.data.eval_data is None and ctx.loaded.default_dataset is None:
         return None
     return evaluation_data(ctx, limit=REAL_VERIFY_SAMPLES).x
 
@@ -31,21 +31,21 @@ def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> Ex
     models = {"original": ctx.original(), "compressed": ctx.compressed()}
     exported = dict(models)  # what is traced: a --structure model in its planned deployable forms
     structured: dict[str, Any] | None = None
-    if cfg.structure is not None:
+    if cfg.structure.kind is not None:
         from .export_structured import lower_for_export
 
         exported["compressed"], structured = lower_for_export(ctx, models["compressed"])
-    example = export_example(loaded, 2 if cfg.dynamic_batch else 1)
+    example = export_example(loaded, 2 if cfg.export.dynamic_batch else 1)
     exports: dict[str, Any] = {}
     simplified: dict[str, Any] = {}
     raw: dict[str, str] = {}
     final: dict[str, str] = {}
     for variant, model in exported.items():
-        log(f"exporting {variant} to ONNX (opset {cfg.opset}, {cfg.exporter} exporter, "
-            f"{'dynamic batch' if cfg.dynamic_batch else 'static shapes'})")
+        log(f"exporting {variant} to ONNX (opset {cfg.export.opset}, {cfg.export.exporter} exporter, "
+            f"{'dynamic batch' if cfg.export.dynamic_batch else 'static shapes'})")
         res = export_onnx(model, example, arts.onnx(variant), io=loaded.spec,
-                          opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
-                          exporter=cfg.exporter, fallback_exporter=cfg.exporter_fallback)  # type: ignore[arg-type]
+                          opset=cfg.export.opset, dynamic_batch=cfg.export.dynamic_batch,
+                          exporter=cfg.export.exporter, fallback_exporter=cfg.export.exporter_fallback)  # type: ignore[arg-type]
         for choice in [*res.auto_choices, *res.conversions]:
             ctx.note(f"{variant} export: {choice}")
         if res.fallback_reason:
@@ -55,8 +55,8 @@ def export_stage(ctx: Context, simplify: bool = True, verify: bool = True) -> Ex
         exports[variant] = res.to_dict()
         raw[variant] = final[variant] = str(res.path)
         if simplify:
-            log(f"simplifying {variant} with {cfg.simplifier}")
-            sres = simplify_onnx(res.path, arts.onnx(variant, simplified=True), method=cfg.simplifier)
+            log(f"simplifying {variant} with {cfg.export.simplifier}")
+            sres = simplify_onnx(res.path, arts.onnx(variant, simplified=True), method=cfg.export.simplifier)
             for w in sres.warnings:
                 ctx.note(f"{variant} simplify: {w}")
             simplified[variant] = sres.to_dict()
@@ -90,7 +90,7 @@ def verify_files(ctx: Context, models: dict[str, Any], files: dict[str, list[str
     """
     param_models = param_models or models
     loaded = ctx.loaded
-    batch_sizes = (1, 4) if ctx.cfg.dynamic_batch else (1,)
+    batch_sizes = (1, 4) if ctx.cfg.export.dynamic_batch else (1,)
     inputs = make_verification_inputs(loaded, real=_real_inputs(ctx), batch_sizes=batch_sizes)
     results: dict[str, Any] = {}
     failures: list[str] = []
@@ -98,7 +98,7 @@ def verify_files(ctx: Context, models: dict[str, Any], files: dict[str, list[str
         for path in paths:
             log(f"verifying {path} against PyTorch on {len(inputs)} input batches")
             vres = verify_onnx(models[variant], path, inputs, ctx.tolerance, loaded.spec.input_names,
-                               loaded.spec.output_names, threads=ctx.cfg.threads)
+                               loaded.spec.output_names, threads=ctx.cfg.bench.threads)
             try:
                 pres = check_parameter_preservation(param_models[variant], load_onnx(path), raise_on_failure=False)
             except PelaExportError as exc:  # a check that cannot run is a failure, not a pass

@@ -70,16 +70,16 @@ def lower_for_export(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict[st
     from .structured_saved import record_lowering
 
     cfg = ctx.cfg
-    overrides = dict(cfg.lowering_overrides or {})
+    overrides = dict(cfg.structure.lowering_overrides or {})
     check_override_globs(structured_names(model), overrides)
-    form = None if cfg.lowering == "auto" else cfg.lowering
+    form = None if cfg.structure.lowering == "auto" else cfg.structure.lowering
     tokens, origin = layer_tokens(ctx, model)
-    threads = cfg.threads or 1
+    threads = cfg.bench.threads or 1
     log(f"planning the lowering of {len(structured_names(model))} structured layer(s): "
         + (f"--lowering {form}" if form else "fastest measured form per layer")
         + (f", overrides {overrides}" if overrides else "") + f" (ONNX Runtime, {threads} thread(s), {tokens} tokens)")
-    plan = plan_lowering(model, tokens=tokens, batch=1, form=form, overrides=overrides, allow_dft=cfg.allow_dft,
-                         threads=threads, warmup=cfg.warmup, runs=cfg.runs, opset=cfg.opset, exporter="legacy")
+    plan = plan_lowering(model, tokens=tokens, batch=1, form=form, overrides=overrides, allow_dft=cfg.structure.allow_dft,
+                         threads=threads, warmup=cfg.bench.warmup, runs=cfg.bench.runs, opset=cfg.export.opset, exporter="legacy")
     plan.settings["tokens_origin"] = origin
     chosen = Counter(lp.chosen for lp in plan.layers)
     if form is None:
@@ -89,7 +89,7 @@ def lower_for_export(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict[st
     print(plan.format())
     lowered = apply_lowering(model, plan)
     record_lowering(ctx, plan)
-    return lowered, {"lowering": plan.to_dict(), "chosen": dict(chosen), "allow_dft": cfg.allow_dft}
+    return lowered, {"lowering": plan.to_dict(), "chosen": dict(chosen), "allow_dft": cfg.structure.allow_dft}
 
 
 def check_dft(ctx: Context, paths: list[str], record: dict[str, Any]) -> None:
@@ -101,9 +101,9 @@ def check_dft(ctx: Context, paths: list[str], record: dict[str, Any]) -> None:
     for path in dict.fromkeys(paths):
         proto = load_onnx(path, check=False)
         found[path] = find_dft(proto)
-        assert_no_dft(proto, allow_dft=ctx.cfg.allow_dft, where=path)
+        assert_no_dft(proto, allow_dft=ctx.cfg.structure.allow_dft, where=path)
     record["dft_nodes"] = found
-    if ctx.cfg.allow_dft and any(found.values()):
+    if ctx.cfg.structure.allow_dft and any(found.values()):
         ctx.note("the compressed ONNX holds DFT nodes (--allow-dft): TensorRT <= 10 cannot parse it")
 
 

@@ -9,7 +9,7 @@ decomposition's or rank policy's options) take their fields from the entry; see
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputShapeError, OptionError
@@ -45,7 +45,7 @@ class ModelOptions(OptionGroup):
     """Which model, with which weights and input signature."""
 
     TITLE = "model"
-    model: str | None = option(None, flag="MODEL", metavar="MODEL",
+    spec: str | None = option(None, flag="MODEL", metavar="MODEL",
                                help="timm:NAME | hf:LOCAL_DIR | FILE.pt2 | package.module:factory | default[:RECIPE]; "
                                     "omitted: the embedded digits ViT (trained once, cached)")
     checkpoint: str | None = option(None, flag="--checkpoint",
@@ -133,8 +133,58 @@ class BenchOptions(OptionGroup):
         self.batch_sizes = tuple(self.batch_sizes)
 
 
+@dataclass
+class DataOptions(OptionGroup):
+    """The data a run reads, every spelling resolved by :mod:`pela_export.data.spec` (one resolver for
+    evaluation, calibration and training); flags are added where their CLI group shows them."""
+
+    TITLE = "data"
+    eval_data: str | None = option(None, flag="--data", cli=False, help="accuracy / golden-input dataset")
+    eval_samples: int | None = option(2000, flag="--eval-samples", cli=False,
+                                      help="test samples for accuracy (0 = all)")
+    calib_data: str | None = option(None, flag="--calib-data", cli=False, help="calibration data")
+    calib_samples: int = option(256, flag="--calib-samples", cli=False, help="calibration samples")
+    train_data: str | None = option(None, flag="--train-data", cli=False, help="PELA training data")
+    text_column: str | None = option(None, flag="--text-column", cli=False, help="text data files: text column")
+    label_column: str | None = option(None, flag="--label-column", cli=False, help="text data files: label column")
+
+    def validate(self) -> None:
+        if self.calib_samples < 1:
+            raise OptionError(f"--calib-samples must be >= 1, got {self.calib_samples}", fix="pass --calib-samples 256")
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise OptionError(f"--eval-samples must be >= 1, got {self.eval_samples}",
+                              fix="pass --eval-samples 1000, or 0 for all")
+
+
+@dataclass
+class PrecisionOptions(OptionGroup):
+    """Precision variants in the graph and each one's converter options (its registered spec's dataclass)."""
+
+    TITLE = "precision in the graph"
+    precisions: tuple[str, ...] = option(("fp16", "int8"), flag="--precision", cli=False,
+                                         help="comma-separated variants to write besides FP32")
+    # name → that precision's options dataclass (pela_export.precision.specs); filled with defaults for every
+    # selected precision, and an option given for an unselected one is an error
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from ..precision.spec import check_precision_options
+
+        self.precisions = tuple(self.precisions)
+        self.options = check_precision_options(self.precisions, self.options)
+
+
+@dataclass
+class TensorRTOptions(OptionGroup):
+    """The TensorRT target when it is absent here, and the engine build options."""
+
+    TITLE = "TensorRT engines"
+    trt_version: str | None = option(None, flag="--trt-version", cli=False, help="target TensorRT version")
+    build: Any = None  # a pela_export.tensorrt.BuildOptions (None: the defaults)
+
+
 def group_kwargs(group: type[OptionGroup], flat: dict[str, Any]) -> dict[str, Any]:
     """Pop the fields of ``group`` out of a flat keyword dict (the API's ``RunConfig.of``)."""
-    from ..options import option_fields
+    from dataclasses import fields
 
-    return {f.name: flat.pop(f.name) for f in option_fields(group) if f.name in flat}
+    return {f.name: flat.pop(f.name) for f in fields(group) if f.name in flat}

@@ -86,7 +86,7 @@ def _golden(ctx: Context, src: Path, precision: str, x: dict[str, np.ndarray]) -
     """Golden inputs cast to the variant's input dtypes, and its ONNX Runtime (CPU) outputs."""
     from ..export.runtime import ort_run, ort_session
 
-    session = ort_session(src, threads=ctx.cfg.threads, optimization=precision_spec(precision).ort_level)
+    session = ort_session(src, threads=ctx.cfg.bench.threads, optimization=precision_spec(precision).ort_level)
     feeds = {i.name: np.ascontiguousarray(x[i.name].astype(ORT_TYPES.get(i.type, x[i.name].dtype)))
              for i in session.get_inputs()}
     return feeds, ort_run(session, feeds)

@@ -25,15 +25,15 @@ def converter_options(ctx: Context, precision: str) -> dict[str, Any]:
     options its spec passes through (threads, ...) and its options dataclass, renamed to converter keys."""
     cfg = ctx.cfg
     spec = precision_spec(precision)
-    opts: dict[str, Any] = {k: getattr(cfg, k) for k in spec.run_options if getattr(cfg, k) is not None}
-    chosen = (cfg.precision_options or {}).get(precision) or spec.default_options()
+    opts: dict[str, Any] = {k: cfg.value(k) for k in spec.run_options if cfg.value(k) is not None}
+    chosen = (cfg.precision.options or {}).get(precision) or spec.default_options()
     opts.update(chosen.converter_options())
     return opts
 
 
 def calibration_batch(ctx: Context, precision: str) -> int:
     """Batch size of the calibration feeds ``precision`` gets (its options may ask for one)."""
-    chosen = (ctx.cfg.precision_options or {}).get(precision)
+    chosen = (ctx.cfg.precision.options or {}).get(precision)
     return (chosen.calibration_batch_size() if chosen is not None else None) or CALIB_BATCH
 
 
@@ -43,7 +43,7 @@ def calibration_feeds(ctx: Context, batch: int = CALIB_BATCH) -> tuple[list[dict
     Without a dataset the feeds are valid random inputs of every input (token ids in the
     vocabulary, right-padded attention masks), never one float tensor for a text model.
     """
-    calib = calibration_data(ctx, ctx.cfg.calib_samples, labelled=False, why="--precision (calibration)")
+    calib = calibration_data(ctx, ctx.cfg.data.calib_samples, labelled=False, why="--precision (calibration)")
     return calib.feeds(batch, ctx.loaded.spec.input_names), calib.describe()
 
 
@@ -59,7 +59,7 @@ def fp32_logits(ctx: Context, src: Path, data: EvalData) -> np.ndarray:
     from ..measure import collect_logits_onnx
 
     return collect_logits_onnx(src, ctx.loaded.spec.input_names, data.x, EVAL_BATCH,
-                               output_name=compared_output(ctx)[0], threads=ctx.cfg.threads)
+                               output_name=compared_output(ctx)[0], threads=ctx.cfg.bench.threads)
 
 
 def measure_variant(ctx: Context, src: Path, dst: Path, precision: str, options: dict[str, Any],
@@ -76,7 +76,7 @@ def measure_variant(ctx: Context, src: Path, dst: Path, precision: str, options:
     level = spec.ort_level
     name, role = compared_output(ctx)
     logits = collect_logits_onnx(dst, ctx.loaded.spec.input_names, data.x, EVAL_BATCH, output_name=name,
-                                 threads=ctx.cfg.threads, optimization=level)
+                                 threads=ctx.cfg.bench.threads, optimization=level)
     accuracy = evaluate_outputs(ref, logits, role, data.labels, num_classes=data.num_classes)
     accuracy["output"] = name
     accuracy["onnxruntime_optimization"] = level
@@ -89,7 +89,7 @@ def precision_stage(ctx: Context) -> PrecisionRecord:
     from ..measure.outputs import agreement_summary
 
     cfg = ctx.cfg
-    precisions = [p for p in cfg.precisions if precision_spec(p).converter is not None]  # fp32: the graph itself
+    precisions = [p for p in cfg.precision.precisions if precision_spec(p).converter is not None]  # fp32: the graph itself
     fp32 = deployed_onnx(ctx)
     record = PrecisionRecord(precisions=precisions, variants={}, fp32={k: str(v) for k, v in fp32.items()})
     if not precisions:

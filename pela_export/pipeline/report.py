@@ -44,7 +44,7 @@ def run_report(ctx: Context) -> ReportRecord:
         benchmarks=bench.benchmarks,
         accuracy=bench.accuracy,
         automatic_choices=_merged_choices(ctx, [r for r in (comp, exp, bench, precision, build) if r is not None]),
-        settings=ctx.cfg.to_dict(),
+        settings=ctx.cfg.settings(),
         artifacts=artifacts,
         precision=None if precision is None else summarize_precision(
             precision, source=str(ctx.artifacts.stage_record("precision")),

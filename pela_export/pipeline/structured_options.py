@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OptionError
+from ..options import OptionGroup, option
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -21,6 +23,24 @@ LOWERING_AUTO = "auto"
 STRUCTURE_BASES: tuple[str, ...] = ("dense", "lowrank")
 #: Constructor arguments the pipeline fills itself (never a ``--structure-opt`` key).
 _RESERVED = frozenset({"self", "cls", "linear", "base", "name"})
+
+
+@dataclass
+class StructureOptions(OptionGroup):
+    """Structured layer types (``--structure``; None = plain low-rank U·V) and their deployment lowering.
+    The CLI arguments are added by :func:`pela_export.cli.args.add_structure_args` (KEY=VALUE parsing)."""
+
+    TITLE = "structured layers"
+    kind: str | None = option(None, flag="--structure", cli=False, help="structured layer type")
+    structure_opts: dict[str, Any] | None = option(None, flag="--structure-opt", cli=False,
+                                                   help="constructor hyper-parameters")
+    # adapters/snell: None = lowrank (recorded as an automatic choice)
+    structure_base: str | None = option(None, flag="--structure-base", cli=False, help="adapter base")
+    share_central: bool = option(False, flag="--share-central", cli=False, help="share MPO central cores")
+    lowering: str = option("auto", flag="--lowering", cli=False, help="deployment form")
+    lowering_overrides: dict[str, str] | None = option(None, flag="--lowering-override", cli=False,
+                                                       help="deployment form per layer glob")
+    allow_dft: bool = option(False, flag="--allow-dft", cli=False, help="allow FFT/DFT ops")
 
 
 def parse_value(text: str) -> Any:
@@ -89,44 +109,44 @@ def check_lowering_form(value: str, flag: str) -> None:
 
 def check_structured_options(cfg: RunConfig) -> None:
     """Validate the structured options of ``cfg`` (and normalise their containers)."""
-    cfg.structure_opts = dict(cfg.structure_opts or {})
-    cfg.lowering_overrides = dict(cfg.lowering_overrides or {})
-    if cfg.structure is None:
+    cfg.structure.structure_opts = dict(cfg.structure.structure_opts or {})
+    cfg.structure.lowering_overrides = dict(cfg.structure.lowering_overrides or {})
+    if cfg.structure.kind is None:
         _reject_without_structure(cfg)
         return
     from ..structured import LAYER_TYPES
     from ..structured.apply import is_adapter_kind
 
-    LAYER_TYPES.get(cfg.structure)  # unknown kind: OptionError listing the registered ones
-    adapter = is_adapter_kind(cfg.structure)
-    valid = hyper_keys(cfg.structure)
-    unknown = [k for k in cfg.structure_opts if k not in valid]
+    LAYER_TYPES.get(cfg.structure.kind)  # unknown kind: OptionError listing the registered ones
+    adapter = is_adapter_kind(cfg.structure.kind)
+    valid = hyper_keys(cfg.structure.kind)
+    unknown = [k for k in cfg.structure.structure_opts if k not in valid]
     if unknown:
-        raise OptionError(f"--structure-opt {unknown[0]!r} is not a hyper-parameter of --structure {cfg.structure}",
+        raise OptionError(f"--structure-opt {unknown[0]!r} is not a hyper-parameter of --structure {cfg.structure.kind}",
                           fix=f"use one of: {', '.join(valid) or 'none (this kind takes no hyper-parameters)'}")
-    if cfg.structure_base is not None and cfg.structure_base not in STRUCTURE_BASES:
-        raise OptionError(f"unknown --structure-base {cfg.structure_base!r}",
+    if cfg.structure.structure_base is not None and cfg.structure.structure_base not in STRUCTURE_BASES:
+        raise OptionError(f"unknown --structure-base {cfg.structure.structure_base!r}",
                           fix=f"pass --structure-base with one of: {', '.join(STRUCTURE_BASES)}")
-    if cfg.structure_base is not None and not adapter:
+    if cfg.structure.structure_base is not None and not adapter:
         raise OptionError(f"--structure-base is only used by adapter kinds (a frozen base plus a delta); "
-                          f"--structure {cfg.structure} replaces the weight itself",
+                          f"--structure {cfg.structure.kind} replaces the weight itself",
                           fix="drop --structure-base, or choose an adapter kind (circulant, toeplitz, kronecker, ldr, "
                               "snell)")
-    if cfg.share_central and cfg.structure != "mpo":
-        raise OptionError(f"--share-central shares MPO central cores, but this run uses --structure {cfg.structure}",
+    if cfg.structure.share_central and cfg.structure.kind != "mpo":
+        raise OptionError(f"--share-central shares MPO central cores, but this run uses --structure {cfg.structure.kind}",
                           fix="add --structure mpo, or drop --share-central")
-    lowrank_base = adapter and (cfg.structure_base or "lowrank") == "lowrank"
-    if cfg.ratio is not None and not lowrank_base:
+    lowrank_base = adapter and (cfg.structure.structure_base or "lowrank") == "lowrank"
+    if cfg.compress.ratio is not None and not lowrank_base:
         why = "an adapter on the dense weight (--structure-base dense)" if adapter else \
-            f"--structure {cfg.structure} (it sets its own size through --structure-opt)"
+            f"--structure {cfg.structure.kind} (it sets its own size through --structure-opt)"
         raise OptionError(f"--ratio sets the rank of a plain low-rank base, which {why} does not use",
                           fix="drop --ratio" + (", or pass --structure-base lowrank" if adapter else ""))
-    for flag, bad, default in (("--method", cfg.method != "svd", "svd"),
-                               ("--rank-policy", cfg.rank_policy != "ratio", "ratio"),
-                               ("--align", cfg.align is not None, None)):
+    for flag, bad, default in (("--method", cfg.compress.method != "svd", "svd"),
+                               ("--rank-policy", cfg.compress.rank_policy != "ratio", "ratio"),
+                               ("--align", cfg.compress.align is not None, None)):
         if bad:
             use = "the low-rank base of an adapter is plain SVD at --ratio" if lowrank_base else \
-                f"--structure {cfg.structure} does not factorize by SVD ranks"
+                f"--structure {cfg.structure.kind} does not factorize by SVD ranks"
             raise OptionError(f"{flag} is only used by plain low-rank compression: {use}",
                               fix=f"drop {flag}" + (f" (the default is {default})" if default else "")
                                   + ", or drop --structure")
@@ -134,8 +154,8 @@ def check_structured_options(cfg: RunConfig) -> None:
 
 
 def _check_lowering(cfg: RunConfig) -> None:
-    check_lowering_form(cfg.lowering, "--lowering")
-    for glob, form in cfg.lowering_overrides.items():
+    check_lowering_form(cfg.structure.lowering, "--lowering")
+    for glob, form in cfg.structure.lowering_overrides.items():
         if not isinstance(form, str):
             raise OptionError(f"--lowering-override {glob!r} has form {form!r}, expected a form name",
                               fix="pass GLOB=structured|lowrank|lowrank:R|dense")
@@ -143,11 +163,11 @@ def _check_lowering(cfg: RunConfig) -> None:
 
 
 def _reject_without_structure(cfg: RunConfig) -> None:
-    given = [flag for flag, value in (("--structure-opt", cfg.structure_opts), ("--structure-base", cfg.structure_base),
-                                      ("--share-central", cfg.share_central),
-                                      ("--lowering", cfg.lowering != LOWERING_AUTO),
-                                      ("--lowering-override", cfg.lowering_overrides),
-                                      ("--allow-dft", cfg.allow_dft)) if value]
+    given = [flag for flag, value in (("--structure-opt", cfg.structure.structure_opts), ("--structure-base", cfg.structure.structure_base),
+                                      ("--share-central", cfg.structure.share_central),
+                                      ("--lowering", cfg.structure.lowering != LOWERING_AUTO),
+                                      ("--lowering-override", cfg.structure.lowering_overrides),
+                                      ("--allow-dft", cfg.structure.allow_dft)) if value]
     if given:
         from ..structured import LAYER_TYPES
 
@@ -159,9 +179,9 @@ def resolved_base(cfg: RunConfig) -> str | None:
     """The adapter base this run uses (None for kinds that replace the weight)."""
     from ..structured.apply import is_adapter_kind
 
-    if cfg.structure is None or not is_adapter_kind(cfg.structure):
+    if cfg.structure.kind is None or not is_adapter_kind(cfg.structure.kind):
         return None
-    return cfg.structure_base or "lowrank"
+    return cfg.structure.structure_base or "lowrank"
 
 
 def structure_options(cfg: RunConfig) -> dict[str, Any]:
@@ -171,10 +191,10 @@ def structure_options(cfg: RunConfig) -> dict[str, Any]:
     from .compress_options import effective_ratio
 
     base = resolved_base(cfg)
-    return {"structure": cfg.structure, "structure_opts": dict(cfg.structure_opts or {}), "structure_base": base,
-            "ratio": effective_ratio(cfg), "share_central": bool(cfg.share_central),
-            "include": list(cfg.include) if cfg.include else list(DEFAULT_INCLUDE),
-            "exclude": list(cfg.exclude) if cfg.exclude is not None else list(DEFAULT_EXCLUDE)}
+    return {"structure": cfg.structure.kind, "structure_opts": dict(cfg.structure.structure_opts or {}), "structure_base": base,
+            "ratio": effective_ratio(cfg), "share_central": bool(cfg.structure.share_central),
+            "include": list(cfg.compress.include) if cfg.compress.include else list(DEFAULT_INCLUDE),
+            "exclude": list(cfg.compress.exclude) if cfg.compress.exclude is not None else list(DEFAULT_EXCLUDE)}
 
 
 def options_mismatch(saved: Mapping[str, Any], cfg: RunConfig) -> tuple[str, Any, Any] | None:

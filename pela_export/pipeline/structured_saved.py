@@ -67,7 +67,7 @@ def _read_checked(ctx: Context) -> dict[str, Any]:
     if not arts.structured_spec.is_file():
         held = " (it holds a plain low-rank model)" if arts.lowrank_spec.is_file() else ""
         raise ArtifactError(f"no structured model saved in {arts.root}{held}, but this run asks for "
-                            f"--structure {cfg.structure}", fix=_RERUN + ", or pass the --out of a structured run")
+                            f"--structure {cfg.structure.kind}", fix=_RERUN + ", or pass the --out of a structured run")
     spec = read_structured_spec(arts.structured_spec)
     src = spec.get("source") or {}
     if src.get("model") != ctx.loaded.source:

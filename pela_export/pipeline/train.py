@@ -43,22 +43,22 @@ def train_stage(ctx: Context, student: nn.Module, *, structured: bool = False) -
     from ..train.data import open_train_data
 
     cfg, loaded = ctx.cfg, ctx.loaded
-    tc = dataclasses.replace(cfg.train, checkpoint_dir=checkpoint_dir(ctx), device=cfg.device, progress=cfg.progress)
+    tc = dataclasses.replace(cfg.train, checkpoint_dir=checkpoint_dir(ctx), device=cfg.output.device, progress=cfg.output.progress)
     tc.check_resume()
-    source = cfg.train_data or cfg.data or loaded.default_dataset
+    source = cfg.data.train_data or cfg.data.eval_data or loaded.default_dataset
     if source is None:
         raise OptionError(f"--train needs training data and {loaded.name!r} has no dataset",
                           fix=f"pass --train-data with one of: {', '.join(data_choices('train'))}")
-    if cfg.train_data is None:
+    if cfg.data.train_data is None:
         ctx.note(f"PELA training data: {source} (train split; pass --train-data to change)")
-    data = load_train_data(source, loaded, text_column=cfg.text_column, label_column=cfg.label_column)
+    data = load_train_data(source, loaded, text_column=cfg.data.text_column, label_column=cfg.data.label_column)
     eval_fn = None
-    eval_spec = cfg.data or loaded.default_dataset
+    eval_spec = cfg.data.eval_data or loaded.default_dataset
     kind = parse_data_spec(eval_spec, "--data").kind if eval_spec is not None else "random"
     if kind != "random" and (len(loaded.input_shape) == 3 and kind != "text"
                              or kind == "text" and loaded.spec.outputs[0].role == "logits"):
-        test = open_train_data(eval_spec, loaded, "test", flag="--data", text_column=cfg.text_column,
-                               label_column=cfg.label_column)
+        test = open_train_data(eval_spec, loaded, "test", flag="--data", text_column=cfg.data.text_column,
+                               label_column=cfg.data.label_column)
         eval_fn = accuracy_fn(test) if test.labelled else None
     before = {"original": eval_fn(ctx.original()), "compressed": eval_fn(student)} if eval_fn else {}
     if before:

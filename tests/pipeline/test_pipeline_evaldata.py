@@ -66,7 +66,7 @@ def classifier_dir(tmp_path_factory):
 
 
 def _ctx(tmp_path, model_dir, **kw):
-    return prepare(RunConfig(model=f"hf:{model_dir}", out=str(tmp_path / "out"), progress=False, **kw))
+    return prepare(RunConfig.of(model=f"hf:{model_dir}", out=str(tmp_path / "out"), progress=False, **kw))
 
 
 def test_evaluation_and_calibration_data_of_a_text_model(tmp_path, classifier_dir, text_files):

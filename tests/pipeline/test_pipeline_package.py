@@ -29,7 +29,7 @@ def _deploy(bundle: Path) -> dict:
 
 def test_package_is_the_last_stage_and_can_be_skipped() -> None:
     assert STAGES[-2:] == ("report", "package")
-    assert RunConfig(skip=("package",)).skip == ("package",)
+    assert RunConfig.of(skip=("package",)).skip == ("package",)
 
 
 def test_run_ends_with_a_complete_bundle(digits_run: Path) -> None:

@@ -24,7 +24,7 @@ def dummy_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("dummy-precision") / "o"
     with dummy.registered() as spec:
         opts = {dummy.NAME: spec.options(fp16copy_tag="hello")}
-        run_pipeline(RunConfig(model=MODEL, out=str(out), precisions=("fp16", dummy.NAME), precision_options=opts,
+        run_pipeline(RunConfig.of(model=MODEL, out=str(out), precisions=("fp16", dummy.NAME), precision_options=opts,
                                calib_samples=16, eval_samples=32, runs=30, warmup=1, batch_sizes=(1,),
                                trt_version="10.3", progress=False))
     return out  # unregistered again: the bundle checks below run with no spec for the dummy

@@ -181,7 +181,7 @@ def test_run_pipeline_refuses_before_any_stage(tmp_path: Path, monkeypatch: pyte
 
     ran: list[str] = []
     monkeypatch.setattr(run_mod, "PIPELINE", tuple(_Spy(s, ran) for s in PIPELINE))
-    cfg = RunConfig(out=str(tmp_path), skip=("bench",), progress=False)
+    cfg = RunConfig.of(out=str(tmp_path), skip=("bench",), progress=False)
     ctx = Context(cfg, object(), Artifacts(tmp_path))  # type: ignore[arg-type]
     with pytest.raises(ArtifactError, match=r"report needs the saved result of stage 'bench'.*does not exist") as exc:
         run_mod.run_pipeline(cfg, ctx)

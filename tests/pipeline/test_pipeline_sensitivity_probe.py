@@ -14,16 +14,16 @@ def _loaded(role: str) -> LoadedModel:
 
 
 def test_logits_default_to_kl(tmp_path):
-    ctx = prepare(RunConfig(out=str(tmp_path), rank_policy="sensitivity"), loaded=_loaded("logits"))
+    ctx = prepare(RunConfig.of(out=str(tmp_path), rank_policy="sensitivity"), loaded=_loaded("logits"))
     assert sensitivity_probe(ctx) == "kl" and not any("sensitivity-loss" in c for c in ctx.choices)
 
 
 def test_embeddings_default_to_mse_and_the_choice_is_recorded(tmp_path):
-    ctx = prepare(RunConfig(out=str(tmp_path), rank_policy="sensitivity"), loaded=_loaded("embedding"))
+    ctx = prepare(RunConfig.of(out=str(tmp_path), rank_policy="sensitivity"), loaded=_loaded("embedding"))
     assert sensitivity_probe(ctx) == "mse"
     assert any("--sensitivity-loss mse" in c and "embedding" in c for c in ctx.choices)
 
 
 def test_a_given_probe_is_kept(tmp_path):
-    cfg = RunConfig(out=str(tmp_path), rank_policy="sensitivity", sensitivity_loss="kl")
+    cfg = RunConfig.of(out=str(tmp_path), rank_policy="sensitivity", sensitivity_loss="kl")
     assert sensitivity_probe(prepare(cfg, loaded=_loaded("embedding"))) == "kl"

@@ -14,6 +14,7 @@ from pela_export.errors import OptionError
 from pela_export.lowrank import DECOMPOSITIONS, DEFAULT_RATIO, RANK_ALLOCATORS, LayerStats, LowRankLinear
 from pela_export.options import flag_of
 from pela_export.pipeline.compress_options import CALIB_OPTIONS, COMPRESS_OPTIONS, effective_ratio, ratio_choice
+from pela_export.pipeline.compress_options import CompressOptions
 from pela_export.pipeline.config import RunConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
@@ -27,7 +28,7 @@ def test_every_decomposition_declares_its_facts(name: str) -> None:
     spec = DECOMPOSITIONS.get(name)
     assert spec.name == name and callable(spec.fn) and spec.summary
     assert spec.needs in ("none", "activation stats", "fisher")
-    assert set(spec.options) <= RUN_OPTIONS and all(flag_of(RunConfig, o).startswith("--") for o in spec.options)
+    assert set(spec.options) <= RUN_OPTIONS and all(flag_of(CompressOptions, o).startswith("--") for o in spec.options)
     if spec.data_aware:
         assert spec.requires in {f for f in LayerStats.__dataclass_fields__} and spec.missing_fix
         assert "--calib-data" in spec.missing_fix
@@ -45,7 +46,7 @@ def test_every_rank_policy_declares_its_facts(name: str) -> None:
     spec = RANK_ALLOCATORS.get(name)
     assert spec.name == name and callable(spec.fn) and spec.summary and spec.options
     assert spec.options <= RUN_OPTIONS and spec.needs <= {"spectrum", "calibration", "probe"}
-    assert all(flag_of(RunConfig, o).startswith("--") for o in spec.options)
+    assert all(flag_of(CompressOptions, o).startswith("--") for o in spec.options)
 
 
 def test_derived_facts_match_the_methods() -> None:
@@ -58,25 +59,26 @@ def test_derived_facts_match_the_methods() -> None:
 
 def test_ratio_with_a_policy_that_does_not_use_it_is_an_error_naming_the_policy() -> None:
     with pytest.raises(OptionError) as info:
-        RunConfig(ratio=4, rank_policy="energy", energy=0.9)
+        RunConfig.of(ratio=4, rank_policy="energy", energy=0.9)
     msg = str(info.value)
     assert "--ratio" in msg and "--rank-policy energy" in msg and "--energy" in msg
     assert "drop --ratio" in msg and "ratio/sensitivity" in msg
     with pytest.raises(OptionError, match="--ratio is only used with --rank-policy ratio or sensitivity"):
-        RunConfig(ratio=3, rank_policy="budget", param_budget=0.5)
+        RunConfig.of(ratio=3, rank_policy="budget", param_budget=0.5)
     with pytest.raises(OptionError, match="--asvd-alpha is only used with --method asvd, not by --method dummy"):
-        RunConfig(method="dummy", asvd_alpha=0.3)
-    RunConfig(ratio=3, rank_policy="sensitivity")  # sensitivity reads the ratio
+        RunConfig.of(method="dummy", asvd_alpha=0.3)
+    RunConfig.of(ratio=3, rank_policy="sensitivity")  # sensitivity reads the ratio
 
 
 def test_ratio_stays_none_and_the_default_is_an_automatic_choice() -> None:
     cfg = RunConfig()
-    assert cfg.ratio is None and effective_ratio(cfg) == DEFAULT_RATIO == 2.0
+    assert cfg.compress.ratio is None and effective_ratio(cfg) == DEFAULT_RATIO == 2.0
     assert "--ratio 2" in str(ratio_choice(cfg))
-    assert replace(cfg, rank_policy="sensitivity").ratio is None and cfg.to_dict()["ratio"] is None
-    energy = RunConfig(rank_policy="energy", energy=0.9)
+    assert replace(cfg.compress, rank_policy="sensitivity").ratio is None and cfg.to_dict()["compress"]["ratio"] is None
+    assert cfg.settings()["ratio"] is None
+    energy = RunConfig.of(rank_policy="energy", energy=0.9)
     assert effective_ratio(energy) is None and ratio_choice(energy) is None
-    assert ratio_choice(RunConfig(ratio=3)) is None and effective_ratio(RunConfig(ratio=3)) == 3.0
+    assert ratio_choice(RunConfig.of(ratio=3)) is None and effective_ratio(RunConfig.of(ratio=3)) == 3.0
 
 
 def test_saved_spec_matches_a_run_without_ratio() -> None:
@@ -90,11 +92,11 @@ def test_saved_spec_matches_a_run_without_ratio() -> None:
     saved = {"source": {"model": "default:digits"}, "ratio": 2.0, "method": "svd", "rank_policy": "ratio",
              "align": None, "include": list(DEFAULT_INCLUDE), "exclude": list(DEFAULT_EXCLUDE)}
     check_spec_matches(saved, RunConfig(), loaded)  # None asks for the default 2.0
-    check_spec_matches(saved, RunConfig(ratio=2), loaded)
+    check_spec_matches(saved, RunConfig.of(ratio=2), loaded)
     with pytest.raises(ArtifactError, match="ratio=2.0"):
-        check_spec_matches(saved, RunConfig(ratio=3), loaded)
+        check_spec_matches(saved, RunConfig.of(ratio=3), loaded)
     energy = saved | {"ratio": None, "rank_policy": "energy"}
-    check_spec_matches(energy, RunConfig(rank_policy="energy", energy=0.9), loaded)
+    check_spec_matches(energy, RunConfig.of(rank_policy="energy", energy=0.9), loaded)
 
 
 @pytest.fixture
@@ -122,7 +124,7 @@ def test_a_registered_dummy_decomposition_runs_the_whole_pipeline(tmp_path: Path
     from pela_export.runtime import validate_deploy, verify_bundle
 
     out = tmp_path / "run"
-    run_pipeline(RunConfig(method="dummy", out=str(out), precisions=("fp32",), eval_samples=100, runs=30,
+    run_pipeline(RunConfig.of(method="dummy", out=str(out), precisions=("fp32",), eval_samples=100, runs=30,
                            warmup=1, batch_sizes=(1,), progress=False))
     spec = json.loads((out / "lowrank.json").read_text())
     assert spec["method"] == "dummy" and spec["ratio"] == DEFAULT_RATIO

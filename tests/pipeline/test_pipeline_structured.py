@@ -185,10 +185,10 @@ def test_unavailable_lowering_override_is_a_clear_error(capsys, tmp_path, args, 
 
 def test_python_api_options_are_checked():
     with pytest.raises(OptionError, match="'bogus' is not a hyper-parameter of --structure snell"):
-        RunConfig(structure="snell", structure_opts={"bogus": 1})
-    cfg = RunConfig(structure="kronecker", structure_opts={"factors": [4, 8]}, lowering_overrides={"*fc2": "lowrank:4"})
-    assert cfg.ratio is None and cfg.lowering == "auto"  # None: not given (the adapter base reads the default)
+        RunConfig.of(structure="snell", structure_opts={"bogus": 1})
+    cfg = RunConfig.of(structure="kronecker", structure_opts={"factors": [4, 8]}, lowering_overrides={"*fc2": "lowrank:4"})
+    assert cfg.compress.ratio is None and cfg.structure.lowering == "auto"  # None: not given (the adapter base reads the default)
     from pela_export.pipeline.compress_options import effective_ratio
 
     assert effective_ratio(cfg) == 2.0  # kronecker is an adapter: its low-rank base reads the default ratio
-    assert effective_ratio(RunConfig(structure="mpo")) is None  # mpo replaces the weight: nothing reads a ratio
+    assert effective_ratio(RunConfig.of(structure="mpo")) is None  # mpo replaces the weight: nothing reads a ratio

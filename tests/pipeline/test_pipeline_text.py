@@ -41,7 +41,7 @@ INPUTS = {"bert": ["input_ids", "attention_mask", "token_type_ids"], "distil": [
 
 def _run(root: Path, model_dir: Path, skip: tuple[str, ...] = TO_REPORT, **kw: Any) -> Path:
     out = root / "out"
-    result = api.run(RunConfig(model=f"hf:{model_dir}", out=str(out), skip=skip, **FAST, **kw))
+    result = api.run(RunConfig.of(model=f"hf:{model_dir}", out=str(out), skip=skip, **FAST, **kw))
     assert Path(result["report_json"]).is_file() and "bench" in result["timings_s"]
     assert ("bundle" in result) == ("package" not in skip)
     return out

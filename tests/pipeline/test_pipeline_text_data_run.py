@@ -23,7 +23,7 @@ def test_encoder_run_on_text_files(tmp_path):
     train = _tsv(tmp_path / "topics-train.tsv", _docs(60, 0))
     test = _tsv(tmp_path / "topics-test.tsv", _docs(30, 1))
     out = tmp_path / "out"
-    api.run(RunConfig(model=f"hf:{model}", out=str(out), data=f"{train},{test}", calib_data=f"text:{train}",
+    api.run(RunConfig.of(model=f"hf:{model}", out=str(out), data=f"{train},{test}", calib_data=f"text:{train}",
                       train_data=str(train), train=TrainConfig(epochs=1, batch_size=16, progress=False),
                       method="whiten", max_length=16, exporter="legacy", precisions=("fp32",), calib_samples=32,
                       batch_sizes=(1,), runs=30, warmup=1, skip=("build", "package"), progress=False))

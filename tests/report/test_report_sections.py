@@ -163,7 +163,7 @@ def _context(root: Path, *, optional: bool) -> Any:
     from pela_export.pipeline.config import Artifacts, RunConfig
     from pela_export.pipeline.context import Context
 
-    ctx = Context(RunConfig(out=str(root)), _Loaded(), Artifacts(root))  # type: ignore[arg-type]
+    ctx = Context(RunConfig.of(out=str(root)), _Loaded(), Artifacts(root))  # type: ignore[arg-type]
     records = {
         "compress": {"compression": {"ratio": 2.0, "layers": layers(), "totals": {}}, "params": PARAMS, "artifacts": {}},
         "export": {"export": {}, "verification": {}, "final_onnx": {}, "raw_onnx": {}},
