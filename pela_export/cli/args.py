@@ -221,13 +221,13 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     g = BenchOptions.add_arguments(p)
-    g.add_argument("--data", dest="eval_data", help=_data_help("eval", "accuracy dataset", "the model's own, else random"))
+    g.add_argument("--data", dest="eval_data", metavar="DATA", help=_data_help("eval", "accuracy dataset", "the model's own, else random"))
     g.add_argument("--eval-samples", type=int, default=2000, help="test samples for accuracy (0 = all; default 2000)")
 
 
 def add_package_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("bundle")
-    g.add_argument("--data", dest="eval_data", help=_data_help("eval", "dataset the golden inputs come from",
+    g.add_argument("--data", dest="eval_data", metavar="DATA", help=_data_help("eval", "dataset the golden inputs come from",
                                              "the model's own, else seeded random inputs"))
     g.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime when computing golden outputs")
     g.add_argument("--atol", type=float, help="absolute tolerance of the FP32 golden check (default: per model family)")
