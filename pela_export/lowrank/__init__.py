@@ -8,7 +8,8 @@ from .ranks import (DEFAULT_RATIO, RANK_ALLOCATORS, AllocationInputs, LayerShape
                     align_rank, check_ratio, pela_rank, register_rank_policy)
 from .risk import output_error, svd_risk
 from .saved import load_compressed, read_spec, save_compressed
-from .select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, select_linears
+from .select import (DEFAULT_EXCLUDE, DEFAULT_INCLUDE, REPEATED_BLOCKS, LayerChoice, classify_layers, select_linears,
+                     selection_rule)
 from .sensitivity import sensitivity_allocator
 from .stats import CalibrationError, LayerStats, collect_activation_stats, collect_fisher, with_fisher
 from .weighted import activation_aware_svd, fisher_weighted_svd, whitened_svd
@@ -19,7 +20,7 @@ __all__ = [
     "LayerRecord", "factorize_model", "format_rank_table", "LowRankLinear", "dense_params", "lowrank_params",
     "RANK_ALLOCATORS", "AllocationInputs", "LayerShape", "RankAllocator", "align_rank", "check_ratio",
     "pela_rank", "load_compressed", "read_spec", "save_compressed", "DEFAULT_EXCLUDE", "DEFAULT_INCLUDE",
-    "select_linears", "budget_allocator", "energy_allocator", "energy_rank", "output_error", "svd_risk",
+    "select_linears", "REPEATED_BLOCKS", "LayerChoice", "classify_layers", "selection_rule", "budget_allocator", "energy_allocator", "energy_rank", "output_error", "svd_risk",
     "sensitivity_allocator", "CalibrationError", "LayerStats", "collect_activation_stats", "collect_fisher",
     "with_fisher", "activation_aware_svd", "fisher_weighted_svd", "whitened_svd",
 ]

@@ -17,7 +17,7 @@ from .layer import dense_params, lowrank_from_linear, lowrank_params
 from .ranks import (DEFAULT_RATIO, RANK_ALLOCATORS, AllocationInputs, LayerShape, align_rank, check_ratio,
                     max_saving_rank, saves_params)
 from .risk import output_error, svd_risk
-from .select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, select_linears, set_submodule
+from .select import select_linears, selection_rule, set_submodule
 from .sensitivity import LossProbe
 from .stats import LayerStats
 from .weighted import DEFAULT_ALPHA, require_stats
@@ -128,8 +128,7 @@ def factorize_model(
     needs = policy.needs
     stats = stats or {}
     target = model if inplace else copy.deepcopy(model)
-    inc = list(include) if include else list(DEFAULT_INCLUDE)
-    exc = list(exclude) if exclude is not None else list(DEFAULT_EXCLUDE)
+    inc, exc = selection_rule(include, exclude)
     selected = select_linears(target, inc, exc)
     shapes = [LayerShape(n, m.in_features, m.out_features, m.bias is not None) for n, m in selected]
     if DECOMPOSITIONS.get(method).data_aware:  # fail before any SVD, naming the first layer without statistics

@@ -4,11 +4,30 @@ from __future__ import annotations
 
 from .._io import write_text_atomic
 from ..measure import count_params
-from ..lowrank import factorize_model, format_rank_table, save_compressed
+from ..errors import OptionError
+from ..lowrank import CompressionResult, factorize_model, format_rank_table, save_compressed
+from ..lowrank.select import classify_layers, describe_selection, explain_empty
 from .compress_options import describe_ranks, effective_ratio, ratio_choice
 from .context import Context, log
 from .dataaware import data_aware_kwargs
 from .records import CompressRecord
+
+
+def _check_selection(ctx: Context, result: CompressionResult) -> None:
+    """Record the selection rule when it was (partly) the default; refuse a run that factorizes nothing, saying why."""
+    inc, exc = ctx.cfg.compress.include, ctx.cfg.compress.exclude
+    choices = classify_layers(ctx.original(), inc, exc)
+    if inc is None or exc is None:
+        ctx.note(describe_selection(inc, exc, choices))
+    if result.factorized:
+        return
+    if not result.layers:
+        raise OptionError(f"no layer of {ctx.loaded.name!r} was factorized: {explain_empty(ctx.original(), choices)}",
+                          fix="choose Linears by name with --include GLOB (repeatable); `pela-export inspect MODEL` "
+                              "lists every Linear and why it was left out")
+    raise OptionError(f"no layer of {ctx.loaded.name!r} was factorized ({len(result.layers)} eligible, all skipped: "
+                      "factorizing would not save parameters at this ratio)",
+                      fix="lower --ratio, or widen the selection with --include GLOB")
 
 
 def compress_stage(ctx: Context) -> CompressRecord:
@@ -26,14 +45,7 @@ def compress_stage(ctx: Context) -> CompressRecord:
     extra, calibration = data_aware_kwargs(ctx)
     result = factorize_model(ctx.original(), ratio=effective_ratio(cfg), method=cfg.compress.method, rank_policy=cfg.compress.rank_policy,
                              align=cfg.compress.align, include=cfg.compress.include, exclude=cfg.compress.exclude, **extra)
-    if not result.factorized:
-        from ..errors import OptionError
-
-        raise OptionError(
-            f"no layer of {ctx.loaded.name!r} was factorized ({len(result.layers)} eligible, all skipped)",
-            fix="check --include/--exclude globs against the layer names (`pela-export inspect MODEL`), or lower --ratio")
-    if cfg.compress.include is None or cfg.compress.exclude is None:
-        ctx.note("layer selection uses the default globs (attention and MLP linears; patch embed, norms, head kept dense)")
+    _check_selection(ctx, result)
     training = None
     if cfg.train is not None:
         from .train import train_stage

@@ -74,11 +74,12 @@ class CompressOptions(OptionGroup):
     align: int | None = option(None, flag="--align", type=int,
                                help="round ranks down to a multiple (e.g. 8 for tensor cores)")
     include: list[str] | None = option(None, flag="--include", action="append", metavar="GLOB",
-                                       help="layer-name globs to factorize (repeatable; default: attention and MLP "
-                                            "linears)")
+                                       help="layer-name globs to factorize, replacing the default (repeatable; "
+                                            "default: every Linear inside the repeated blocks, also spelled "
+                                            "@repeated-blocks)")
     exclude: list[str] | None = option(None, flag="--exclude", action="append", metavar="GLOB",
                                        help="layer-name globs to keep dense (repeatable; default: patch embed, norms, "
-                                            "head)")
+                                            "head, pooler, classifier globs)")
     energy: float | None = option(None, flag="--energy", type=float,
                                   help="spectral energy to keep per layer (e.g. 0.9)")
     param_budget: float | None = option(None, flag="--param-budget", type=float,

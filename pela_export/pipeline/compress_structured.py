@@ -32,7 +32,10 @@ def _notes(ctx: Context, base: str | None) -> None:
                  f"{'' if cfg.compress.ratio is not None else ' (default --ratio)'}, as in bench/structured_methods.py; "
                  "pass --structure-base dense for the delta on the dense weights")
     if cfg.compress.include is None or cfg.compress.exclude is None:
-        ctx.note("layer selection uses the default globs (attention and MLP linears; patch embed, norms, head kept dense)")
+        from ..lowrank.select import classify_layers, describe_selection
+
+        choices = classify_layers(ctx.original(), cfg.compress.include, cfg.compress.exclude)
+        ctx.note(describe_selection(cfg.compress.include, cfg.compress.exclude, choices))
 
 
 def _share(student: nn.Module) -> dict[str, Any]:

@@ -110,13 +110,13 @@ def check_spec_matches(spec: dict[str, Any], cfg: RunConfig, loaded: LoadedModel
         raise ArtifactError(f"the compressed model in {cfg.output.out or 'the output directory'} was made from "
                             f"{src.get('model')!r}, not {loaded.source!r}",
                             fix="pass a different --out, or re-run the compress stage")
-    from ..lowrank.select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
+    from ..lowrank.select import selection_rule
 
     from .compress_options import effective_ratio
 
-    asked = {"ratio": effective_ratio(cfg), "method": cfg.compress.method, "rank_policy": cfg.compress.rank_policy, "align": cfg.compress.align,
-             "include": list(cfg.compress.include) if cfg.compress.include else list(DEFAULT_INCLUDE),
-             "exclude": list(cfg.compress.exclude) if cfg.compress.exclude is not None else list(DEFAULT_EXCLUDE)}
+    include, exclude = selection_rule(cfg.compress.include, cfg.compress.exclude)
+    asked = {"ratio": effective_ratio(cfg), "method": cfg.compress.method, "rank_policy": cfg.compress.rank_policy,
+             "align": cfg.compress.align, "include": include, "exclude": exclude}
     for key, value in asked.items():
         if spec.get(key) != value:
             raise ArtifactError(f"the saved compression used {key}={spec.get(key)!r} but this run asks for {value!r}",

@@ -4,8 +4,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from ..measure import count_params
+from torch import nn
+
 from ..lowrank import LowRankLinear, factorize_model, format_rank_table
+from ..lowrank.select import classify_layers, describe_selection, explain_empty
+from ..measure import count_params
 from ..models.sources import resolve_model
 
 
@@ -71,4 +74,17 @@ def inspect(target: str | None, *, checkpoint: str | None = None, input_shape: t
             f"(dry run; nothing written)"]
     if already:
         head.append(f"already holds {already} LowRankLinear layers")
-    return "\n".join(head) + "\n\n" + format_rank_table(res)
+    return "\n".join(head) + "\n\n" + format_selection(loaded.model, include, exclude) + "\n\n" + format_rank_table(res)
+
+
+def format_selection(model: nn.Module, include: list[str] | None, exclude: list[str] | None) -> str:
+    """Every nn.Linear with in/out features, whether the selection chose it, and why (chosen first)."""
+    choices = classify_layers(model, include, exclude)
+    lines = [describe_selection(include, exclude, choices), "",
+             "| layer | in | out | chosen | reason |", "|---|---:|---:|---|---|"]
+    for c in sorted(choices, key=lambda c: not c.chosen):
+        lines.append(f"| {c.name} | {c.module.in_features} | {c.module.out_features} | "
+                     f"{'yes' if c.chosen else 'no'} | {c.reason} |")
+    if not any(c.chosen for c in choices):
+        lines.append(f"\nnothing to factorize: {explain_empty(model, choices)}; choose Linears with --include GLOB")
+    return "\n".join(lines)

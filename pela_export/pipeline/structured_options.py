@@ -186,15 +186,15 @@ def resolved_base(cfg: RunConfig) -> str | None:
 
 def structure_options(cfg: RunConfig) -> dict[str, Any]:
     """What a saved structured model must have been built with to be reused by this run."""
-    from ..lowrank.select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
+    from ..lowrank.select import selection_rule
 
     from .compress_options import effective_ratio
 
     base = resolved_base(cfg)
+    include, exclude = selection_rule(cfg.compress.include, cfg.compress.exclude)
     return {"structure": cfg.structure.kind, "structure_opts": dict(cfg.structure.structure_opts or {}), "structure_base": base,
             "ratio": effective_ratio(cfg), "share_central": bool(cfg.structure.share_central),
-            "include": list(cfg.compress.include) if cfg.compress.include else list(DEFAULT_INCLUDE),
-            "exclude": list(cfg.compress.exclude) if cfg.compress.exclude is not None else list(DEFAULT_EXCLUDE)}
+            "include": include, "exclude": exclude}
 
 
 def options_mismatch(saved: Mapping[str, Any], cfg: RunConfig) -> tuple[str, Any, Any] | None:

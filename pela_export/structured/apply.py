@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import OptionError, PelaExportError
 from ..lowrank.factorize import factorize_model
 from ..lowrank.layer import LowRankLinear, dense_params
-from ..lowrank.select import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, matches, set_submodule
+from ..lowrank.select import classify_layers, selection_rule, set_submodule
 from .base import LAYER_TYPES, StructuredLinear, model_param_counts
 
 BASES: tuple[str, ...] = ("dense", "lowrank")
@@ -101,19 +101,14 @@ def is_adapter_kind(kind: str) -> bool:
 
 def select_layers(model: nn.Module, include: Sequence[str] | None = None,
                   exclude: Sequence[str] | None = None) -> list[tuple[str, nn.Module]]:
-    """Eligible (name, layer): exact ``nn.Linear`` or ``LowRankLinear`` matching the globs (exclusion wins)."""
-    inc = tuple(include) if include else DEFAULT_INCLUDE
-    exc = tuple(exclude) if exclude is not None else DEFAULT_EXCLUDE
-    out: list[tuple[str, nn.Module]] = []
-    inside: list[str] = []  # the factors of a LowRankLinear, the parts of a structured layer: not layers
-    for n, m in model.named_modules():
-        if any(n.startswith(p + ".") for p in inside):
-            continue
-        if isinstance(m, (LowRankLinear, StructuredLinear)):
-            inside.append(n)
-        if (type(m) is nn.Linear or isinstance(m, LowRankLinear)) and matches(n, inc) and not matches(n, exc):
-            out.append((n, m))
-    return out
+    """Eligible (name, layer): exact ``nn.Linear`` or ``LowRankLinear`` chosen as in :mod:`..lowrank.select`
+    (structural default, or the globs; exclusion wins). The parts of a LowRankLinear or a structured layer
+    are not layers."""
+    def is_layer(m: nn.Module) -> bool:
+        return type(m) is nn.Linear or isinstance(m, LowRankLinear)
+
+    return [(c.name, c.module) for c in classify_layers(model, include, exclude, is_layer=is_layer,
+                                                         opaque=(LowRankLinear, StructuredLinear)) if c.chosen]
 
 
 def _as_dense(layer: LowRankLinear) -> nn.Linear:
@@ -185,8 +180,12 @@ def structure_model(model: nn.Module, kind: str, *, include: Sequence[str] | Non
         notes = {r.name: f"dense base: {r.reason}" for r in res.layers if r.status == "skipped"}
     selected = select_layers(target, include, exclude)
     if not selected:
-        raise OptionError(f"no layer of {type(model).__name__} matches the include/exclude globs",
-                          fix="pass include globs that name the linears to structure (e.g. '*mlp.*')")
+        from ..lowrank.select import explain_empty
+
+        raise OptionError(f"no layer of {type(model).__name__} was chosen to structure: "
+                          f"{explain_empty(model, classify_layers(model, include, exclude))}",
+                          fix="pass --include GLOB naming the linears to structure (e.g. '*mlp.*'); "
+                              "`pela-export inspect MODEL` lists every Linear and why it was left out")
     bases: dict[str, str] = {}
     for name, module in selected:
         src = module if adapter or not isinstance(module, LowRankLinear) else _as_dense(module)
@@ -197,8 +196,8 @@ def structure_model(model: nn.Module, kind: str, *, include: Sequence[str] | Non
         set_submodule(target, name, layer)
         bases[name] = (f"lowrank (rank {module.rank})" if isinstance(module, LowRankLinear) else "dense") \
             if adapter else "none"
+    inc, exc = selection_rule(include, exclude)
     rec = StructureRecord.from_model(target, kind=kind, hyper=hyper, base=base if adapter else None, ratio=ratio,
-                                     include=list(include) if include else list(DEFAULT_INCLUDE),
-                                     exclude=list(exclude) if exclude is not None else list(DEFAULT_EXCLUDE),
+                                     include=inc, exclude=exc,
                                      bases=bases, notes=notes)
     return target, rec

@@ -1,0 +1,157 @@
+"""Structural layer selection: the ``nn.Linear`` layers inside a model's repeated blocks.
+
+Module names differ between model families (``blocks.3.attn.qkv``, ``encoder.layer.3.attention.self.query``,
+``stages.1.blocks.2.mlp.fc1``), but the shape of the module tree does not: the body of a transformer or a
+ConvNeXt is a run of same-typed sibling modules. Linears inside those blocks are the bulk of the parameters
+and factorize well; the embedding/stem before them, the head after them and the stage glue between them
+(Swin's patch merging) are small or sensitive and stay dense. Every Linear gets a reason either way.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from torch import nn
+
+# Containers say nothing about what they hold: a run of them counts, but their type does not mark blocks elsewhere.
+_GENERIC = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a layer sits relative to the repeated blocks: ``block`` is set when it is a candidate."""
+
+    name: str
+    block: str | None
+    reason: str
+
+
+def _generic(module: nn.Module) -> bool:
+    return type(module) is nn.Module or isinstance(module, _GENERIC)
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return type(module) is nn.Linear
+
+
+def walk(model: nn.Module, opaque: tuple[type, ...] = ()) -> Iterator[tuple[str, nn.Module]]:
+    """``named_modules`` without descending into ``opaque`` modules (their parts are not layers)."""
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    while stack:
+        name, module = stack.pop()
+        yield name, module
+        if name and isinstance(module, opaque):
+            continue
+        kids = [(f"{name}.{c}" if name else c, m) for c, m in module.named_children()]
+        stack.extend(reversed(kids))
+
+
+def _runs(parent: nn.Module, prefix: str) -> Iterator[list[tuple[str, nn.Module]]]:
+    """Maximal runs (length >= 2) of consecutive same-typed children of ``parent``."""
+    kids = [(f"{prefix}.{c}" if prefix else c, m) for c, m in parent.named_children()]
+    i = 0
+    while i < len(kids):
+        j = i + 1
+        while j < len(kids) and type(kids[j][1]) is type(kids[i][1]):
+            j += 1
+        if j - i >= 2:
+            yield kids[i:j]
+        i = j
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name.startswith(prefix + ".")
+
+
+def find_blocks(model: nn.Module, is_layer: Callable[[nn.Module], bool] = _is_linear,
+                opaque: tuple[type, ...] = ()) -> tuple[list[str], list[str]]:
+    """(all repeated blocks, innermost ones) that hold at least one layer.
+
+    A block is a member of a run of same-typed siblings that is not itself a layer (containers count only
+    as children of a container), or any other instance of such a (non-container) type: a Swin stage with
+    a single block still holds a block.
+    """
+    modules = list(walk(model, opaque))
+    layers = [n for n, m in modules if n and is_layer(m)]
+    holders = {n.rsplit(".", i)[0] for n in layers for i in range(1, n.count(".") + 1)}
+    members: set[str] = set()
+    for name, parent in modules:
+        if name and isinstance(parent, opaque):
+            continue
+        for run in _runs(parent, name):  # named containers side by side (stem, stages) are not a run of blocks
+            members.update(n for n, m in run if not is_layer(m) and n in holders
+                           and (_generic(parent) or not _generic(m)))
+    types = {type(m) for n, m in modules if n in members and not _generic(m)}
+    blocks = [n for n, m in modules if n in holders and (n in members or type(m) in types)]
+    inner = [b for b in blocks if not any(_within(o, b) for o in blocks)]
+    return blocks, inner
+
+
+def has_repeated_blocks(model: nn.Module, opaque: tuple[type, ...] = ()) -> bool:
+    """Whether the module tree repeats at all (a run of same-typed non-leaf siblings, Linear or not)."""
+    return bool(find_blocks(model, lambda m: next(m.children(), None) is None, opaque)[0])
+
+
+def _kind(model: nn.Module, name: str, words: tuple[str, ...], below: str | None) -> str | None:
+    """The type name of the first ancestor of ``name`` (under ``below``) whose type name holds one of ``words``."""
+    parts = name.split(".")
+    for i in range(below.count(".") + 2 if below else 1, len(parts)):
+        module = model.get_submodule(".".join(parts[:i]))
+        if any(w in type(module).__name__.lower() for w in words):
+            return type(module).__name__
+    return None
+
+
+def place_layers(model: nn.Module, is_layer: Callable[[nn.Module], bool] = _is_linear,
+                 opaque: tuple[type, ...] = ()) -> list[Placement]:
+    """Every layer in module order with its innermost repeated block (or why it has none)."""
+    blocks, inner = find_blocks(model, is_layer, opaque)
+    order = [n for n, _ in walk(model, opaque)]
+    layers = [n for n, m in walk(model, opaque) if n and is_layer(m)]
+    pos = {n: i for i, n in enumerate(order)}
+    first = min((pos[b] for b in inner), default=None)
+    last_end = max((pos[n] for n in order for b in inner if n == b or _within(n, b)), default=None)
+    outside = [n for n in layers if not any(_within(n, b) for b in inner)]
+    out: list[Placement] = []
+    for name in layers:
+        home = max((b for b in blocks if _within(name, b)), key=len, default=None)
+        inside = home is not None  # type-name hints only below a block; outside, the position says enough
+        embed = _kind(model, name, ("embed",), home) if inside else None
+        norm = _kind(model, name, ("norm",), home) if inside else None
+        if embed is not None:
+            out.append(Placement(name, None, f"embedding (inside {embed})"))
+        elif norm is not None:
+            out.append(Placement(name, None, f"part of a norm layer ({norm})"))
+        elif home is not None and home in inner:
+            out.append(Placement(name, home, f"in repeated block {home}"))
+        elif home is not None:
+            out.append(Placement(name, None, f"outside the repeated blocks of {home} (downsample or stage glue)"))
+        elif outside and name == outside[-1] and (last_end is None or pos[name] > last_end):
+            out.append(Placement(name, None, "classifier head (the last Linear, after the repeated blocks)"
+                                 if last_end is not None else "classifier head (the model's last Linear)"))
+        elif first is None:
+            out.append(Placement(name, None, "not inside a repeated block (the model has none holding a Linear)"))
+        elif pos[name] < first:
+            out.append(Placement(name, None, "embedding or stem (before the repeated blocks)"))
+        elif last_end is not None and pos[name] > last_end:
+            out.append(Placement(name, None, "head, pooler or neck (after the repeated blocks)"))
+        else:
+            out.append(Placement(name, None, "not inside a repeated block"))
+    return out
+
+
+def unfactorizable_convs(model: nn.Module) -> list[str]:
+    """1×1 convolutions when every repeated conv block holds one (ConvNeXt's conv-MLP): Linear-like layers
+    this tool does not factorize. Empty when they are occasional (ResNet's downsample shortcut)."""
+    def is_conv(m: nn.Module) -> bool:
+        return type(m) is nn.Conv2d
+
+    placed = [p for p in place_layers(model, is_conv) if p.block is not None]
+    pointwise = [p for p in placed if _pointwise(model.get_submodule(p.name))]
+    if not pointwise or {p.block for p in pointwise} != {p.block for p in placed}:
+        return []
+    return [p.name for p in pointwise]
+
+
+def _pointwise(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1) and m.groups == 1

@@ -1,0 +1,82 @@
+"""Structural default selection: the Linears inside the repeated blocks, found from the module tree."""
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+from torch import nn
+
+from pela_export.lowrank import REPEATED_BLOCKS, classify_layers, factorize_model, select_linears
+from pela_export.lowrank.select import explain_empty
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from tiny_timm import deit_tiny_64, swin_tiny_64  # noqa: E402
+
+
+def _split(model: nn.Module) -> tuple[list[str], dict[str, str]]:
+    choices = classify_layers(model)
+    return [c.name for c in choices if c.chosen], {c.name: c.reason for c in choices if not c.chosen}
+
+
+def test_vit_blocks_as_before() -> None:
+    chosen, left = _split(deit_tiny_64())
+    assert chosen == [f"blocks.{i}.{p}" for i in range(4) for p in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")]
+    assert left == {"head": "classifier head (the last Linear, after the repeated blocks)"}
+    reasons = {c.name: c.reason for c in classify_layers(deit_tiny_64()) if c.chosen}
+    assert reasons["blocks.3.mlp.fc2"] == "in repeated block blocks.3"
+
+
+def test_swin_blocks_not_patch_merging() -> None:
+    chosen, left = _split(swin_tiny_64())  # depths (1, 1, 2, 1): single-block stages still count
+    assert len(chosen) == 5 * 4 and "layers.0.blocks.0.attn.qkv" in chosen and "layers.2.blocks.1.mlp.fc2" in chosen
+    assert left["layers.1.downsample.reduction"].startswith("outside the repeated blocks of layers.1")
+    assert left["head.fc"].startswith("classifier head")
+
+
+def test_convnext_linear_mlp_and_conv_mlp() -> None:
+    chosen, left = _split(timm.create_model("convnext_atto", pretrained=False, conv_mlp=False))
+    assert len(chosen) == 2 * 12 and chosen[0] == "stages.0.blocks.0.mlp.fc1"
+    assert list(left) == ["head.fc"]
+    atto = timm.create_model("convnext_atto", pretrained=False)  # its MLPs are 1x1 convolutions
+    assert select_linears(atto) == []
+    assert "1x1 Conv2d" in explain_empty(atto, classify_layers(atto))
+
+
+def test_resnet_has_nothing_and_says_why() -> None:
+    model = timm.create_model("resnet18", pretrained=False)
+    chosen, left = _split(model)
+    assert chosen == [] and left == {"fc": "classifier head (the model's last Linear)"}
+    assert "fc: classifier head" in explain_empty(model, classify_layers(model))
+    assert [n for n, _ in select_linears(model, ["fc"])] == ["fc"]  # --include replaces the default
+
+
+def test_bert_encoder_layers() -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                  vocab_size=100, max_position_embeddings=64)
+    chosen, left = _split(transformers.BertModel(cfg))
+    parts = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+             "intermediate.dense", "output.dense")
+    assert chosen == [f"encoder.layer.{i}.{p}" for i in range(2) for p in parts]
+    assert list(left) == ["pooler.dense"] and "after the repeated blocks" in left["pooler.dense"]
+
+
+def test_globs_override_and_record() -> None:
+    model = deit_tiny_64()
+    res = factorize_model(model)
+    assert res.include == [REPEATED_BLOCKS] and len(res.factorized) == 16
+    only = factorize_model(model, include=["blocks.0.*"])
+    assert [r.name for r in only.layers] == [f"blocks.0.{p}" for p in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")]
+    fewer = classify_layers(model, exclude=["*.mlp.*"])
+    assert sum(c.chosen for c in fewer) == 8
+    assert any("matches --exclude glob" in c.reason for c in fewer)
+    both = select_linears(model, [REPEATED_BLOCKS, "head"], [])
+    assert len(both) == 17
+
+
+def test_compress_of_conv_mlp_model_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pela_export.cli.main import main
+
+    code = main(["compress", "timm:convnext_atto", "--input-shape", "3,64,64", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "1x1 Conv2d" in err and "--include" in err
