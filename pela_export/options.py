@@ -8,7 +8,7 @@ choice" checks and the report all read it from there. Torch-free.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, field, fields, is_dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -128,11 +128,5 @@ class OptionGroup:
                 if getattr(self, f.name) != default_of(f)}
 
 
-def given_flags(group: Any, names: Iterable[str]) -> list[str]:
-    """Flags of the options ``names`` that ``group`` sets (not None / not default)."""
-    values: Mapping[str, Any] = group.given() if isinstance(group, OptionGroup) else {}
-    return [flag_of(group, n) for n in names if n in values]
-
-
-__all__ = ["OptionGroup", "add_arguments", "default_of", "flag_of", "given_flags", "option", "option_fields",
+__all__ = ["OptionGroup", "add_arguments", "default_of", "flag_of", "option", "option_fields",
            "values_from_namespace"]

@@ -5,16 +5,12 @@ import argparse
 from typing import Any
 
 from ..options import add_arguments, option_fields
-from ..pipeline.compress_options import CALIB_OPTIONS, COMPRESS_OPTIONS, users
-from ..pipeline.compress_options import CompressOptions
+from ..pipeline.compress_options import CALIB_OPTIONS, COMPRESS_OPTIONS, CompressOptions, users
 from ..pipeline.config import DATA_AWARE_METHOD, STAGES, RunConfig
 from ..pipeline.groups import (BenchOptions, DataOptions, ExportOptions, ModelOptions, OutputOptions,
                                PrecisionOptions, TensorRTOptions)
 from ..pipeline.structured_options import StructureOptions
-from .device_args import ints
 
-
-_ints = ints  # shared with the torch-free device commands
 
 
 def _data_help(use: str, lead: str, default: str = "the model's dataset") -> str:

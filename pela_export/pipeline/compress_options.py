@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..cli.device_args import ints  # torch-free: argparse only
 from ..errors import OptionError
 from ..options import OptionGroup, flag_of, option
 
@@ -49,12 +50,6 @@ def probe_names() -> list[str]:
     return PROBES.names()
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    from ..cli.device_args import ints
-
-    return ints(text)
-
-
 @dataclass
 class CompressOptions(OptionGroup):
     """Low-rank compression: decomposition, rank policy and the layers it touches.
@@ -87,7 +82,7 @@ class CompressOptions(OptionGroup):
                                              "their dense parameters or a count")
     asvd_alpha: float | None = option(None, flag="--asvd-alpha", type=float,
                                       help="ASVD exponent on mean |x| (default 0.5)")
-    candidate_ranks: tuple[int, ...] | None = option(None, flag="--candidate-ranks", type=_ints, metavar="LIST",
+    candidate_ranks: tuple[int, ...] | None = option(None, flag="--candidate-ranks", type=ints, metavar="LIST",
                                                      help="ranks to probe (default: 0.25x..2x the uniform rank)")
     # None: "kl" (logits) or "mse" (an embedding output), chosen in the compress stage and recorded
     sensitivity_loss: str | None = option(None, flag="--sensitivity-loss", choices=probe_names,

@@ -12,6 +12,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cli.device_args import ints  # torch-free: argparse only
 from ..errors import InputShapeError, OptionError
 from ..options import OptionGroup, option
 
@@ -26,12 +27,6 @@ def _shape(text: str) -> tuple[int, ...]:
         return parse_input_shape(text)
     except InputShapeError as exc:
         raise argparse.ArgumentTypeError(str(exc).replace("\n", " ")) from None
-
-
-def ints(text: str) -> tuple[int, ...]:
-    from ..cli.device_args import ints as _ints
-
-    return _ints(text)
 
 
 def _simplifiers() -> list[str]:
