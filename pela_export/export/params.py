@@ -1,6 +1,6 @@
 """Did the compression survive export? Parameter counts and low-rank factor checks.
 
-A LowRankLinear only saves memory/compute if the ONNX graph keeps V (r×in) and
+A factorized layer only saves memory/compute if the ONNX graph keeps V (r×in) and
 U (out×r) as two weights. Constant folding that multiplies them back into a dense
 out×in matrix is numerically exact, so output verification cannot notice it; this
 check can. Initializer names are useless here (dynamo folds ``W^T`` into ``val_N``,
@@ -27,7 +27,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from ..errors import ParameterPreservationError
-from ..lowrank.layer import LowRankLinear
+from ..lowrank.layer import LowRankLayer
 
 _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                           onnx.TensorProto.BFLOAT16})
@@ -73,7 +73,7 @@ def _torch_digests(t: torch.Tensor) -> set[str]:
 
 @dataclass
 class FactorReport:
-    """One LowRankLinear: were V and U found in the ONNX file, and how."""
+    """One factorized layer (LowRankLinear or LowRankConv2d): were V and U found in the ONNX file, and how."""
 
     layer: str
     in_features: int
@@ -171,7 +171,7 @@ def _distinct_param_count(model: nn.Module) -> int:
 
 def check_parameter_preservation(torch_model: nn.Module, onnx_model: onnx.ModelProto, rel_tol: float = 0.01,
                                  *, allow_fewer: bool = True, raise_on_failure: bool = True) -> ParamCheck:
-    """Find every LowRankLinear's two factors and compare weight counts.
+    """Find every factorized layer's two factors and compare weight counts.
 
     Fails when a factor is missing, or when the ONNX holds more than ``rel_tol`` more
     weights than PyTorch. Fewer weights (de-duplication, BN fusion, folded tables) is
@@ -188,15 +188,15 @@ def check_parameter_preservation(torch_model: nn.Module, onnx_model: onnx.ModelP
         if b.is_floating_point():
             buffer_digests |= _torch_digests(b)
 
-    # Shapes a GEMM weight of this model can have: every 2-D parameter and every
-    # LowRankLinear's dense out×in, in both orientations.
+    # Shapes a GEMM/conv weight of this model can have: every parameter of 2 or more dimensions and
+    # every factorized layer's dense weight, in both orientations.
     weight_shapes: set[tuple[int, ...]] = set()
     for p in torch_model.parameters():
-        if p.ndim == 2:
+        if p.ndim >= 2:
             weight_shapes |= {tuple(p.shape), tuple(p.shape)[::-1]}
     for mod in torch_model.modules():
-        if isinstance(mod, LowRankLinear):
-            weight_shapes |= {(mod.out_features, mod.in_features), (mod.in_features, mod.out_features)}
+        if isinstance(mod, LowRankLayer):
+            weight_shapes |= {mod.dense_shape, mod.dense_shape[::-1]}
 
     sizes = {"matched": 0, "buffer": 0, "weight": 0, "other": 0}
     free_shapes: Counter[tuple[int, ...]] = Counter()  # unclaimed weight-shaped tensors, for the shape fallback
@@ -208,7 +208,7 @@ def check_parameter_preservation(torch_model: nn.Module, onnx_model: onnx.ModelP
         if d not in seen:  # bit-identical copies count once, as on the torch side
             seen.add(d)
             sizes[kind] += int(a.size)
-        if a.ndim == 2:
+        if a.ndim >= 2:
             all_shapes[tuple(a.shape)] += 1
             if kind == "weight":
                 free_shapes[tuple(a.shape)] += 1
@@ -225,11 +225,11 @@ def check_parameter_preservation(torch_model: nn.Module, onnx_model: onnx.ModelP
 
     factors = []
     for name, mod in torch_model.named_modules():
-        if isinstance(mod, LowRankLinear):
+        if isinstance(mod, LowRankLayer):
             rep = FactorReport(layer=name or "<root>", in_features=mod.in_features, out_features=mod.out_features,
                                rank=mod.rank, first_found=find(mod.first.weight), second_found=find(mod.second.weight))
             if not rep.ok:
-                dense = (mod.out_features, mod.in_features)
+                dense = mod.dense_shape
                 rep.dense_present = all_shapes[dense] + all_shapes[dense[::-1]] > 0
             factors.append(rep)
 

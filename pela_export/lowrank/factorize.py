@@ -13,11 +13,14 @@ from torch import nn
 
 from ..errors import OptionError
 from .decompose import DECOMPOSITIONS, Decomposition, relative_error
-from .layer import dense_params, lowrank_from_linear, lowrank_params
+from .conv import CONV_DECOMPOSITIONS, DEFAULT_CONV_DECOMPOSITION
+from .direct import DirectRead, find_direct_weight_reads
+from .kinds import factorized, layer_kind, layer_matrix, matrix_shape, param_count
+from .layer import dense_params, lowrank_params
 from .ranks import (DEFAULT_RATIO, RANK_ALLOCATORS, AllocationInputs, LayerShape, align_rank, check_ratio,
                     max_saving_rank, saves_params)
 from .risk import output_error, svd_risk
-from .select import select_linears, selection_rule, set_submodule
+from .select import select_layers, selection_rule, set_submodule
 from .sensitivity import LossProbe
 from .stats import LayerStats
 from .weighted import DEFAULT_ALPHA, require_stats
@@ -39,6 +42,7 @@ class LayerRecord:
     reason: str = ""
     weighted_error: float | None = None  # output error on calibration inputs (see risk.py); needs gram stats
     risk: float | None = None  # plain SVD's output error / weight error at this rank (see risk.py)
+    kind: str = "linear"  # "linear" or "conv-<decomposition>" (in/out are then the factorized matrix's)
 
     @property
     def shape(self) -> str:
@@ -58,6 +62,7 @@ class CompressionResult:
     exclude: list[str]
     layers: list[LayerRecord] = field(default_factory=list)
     policy_inputs: dict[str, Any] = field(default_factory=dict)  # energy/budget/alpha/candidates/curves
+    conv_decomposition: str | None = None  # None: the default (channel) for any convolution
 
     @property
     def factorized(self) -> list[LayerRecord]:
@@ -84,6 +89,7 @@ class CompressionResult:
             "include": self.include,
             "exclude": self.exclude,
             "policy_inputs": self.policy_inputs,
+            "conv_decomposition": self.conv_decomposition,
             "layers": [asdict(r) | {"shape": [r.out_features, r.in_features]} for r in self.layers],
             "totals": self.totals(),
         }
@@ -105,8 +111,10 @@ def factorize_model(
     param_budget: float | None = None,
     loss_fn: Callable[[nn.Module], float] | None = None,
     candidate_ranks: Sequence[int] | None = None,
+    conv_decomposition: str | None = None,
+    trial: Callable[[nn.Module], object] | None = None,
 ) -> CompressionResult:
-    """Replace every eligible ``nn.Linear`` with a :class:`LowRankLinear` initialised by ``method``.
+    """Replace every eligible ``nn.Linear``/``nn.Conv2d`` with two factors initialised by ``method``.
 
     A layer whose factorization would not store fewer parameters is kept dense
     and listed as skipped with the reason, so the table accounts for every layer.
@@ -116,7 +124,11 @@ def factorize_model(
     ``loss_fn(model) -> float`` is the calibration loss the sensitivity policy probes.
     ``ratio`` None is :data:`~.ranks.DEFAULT_RATIO` for a policy that reads a ratio; a policy
     that does not records ``ratio=None`` (the result never claims a k it did not use).
+    ``conv_decomposition`` (``channel`` default, ``spatial``) says how a convolution becomes a matrix.
+    ``trial(model)`` runs one forward pass: layers whose ``.weight`` the model reads directly during it
+    stay dense with that reason (see :mod:`.direct`).
     """
+    conv = CONV_DECOMPOSITIONS.get(conv_decomposition).name if conv_decomposition is not None else None
     policy = RANK_ALLOCATORS.get(rank_policy)
     if policy.uses_ratio:
         ratio = check_ratio(DEFAULT_RATIO if ratio is None else ratio)
@@ -129,46 +141,77 @@ def factorize_model(
     stats = stats or {}
     target = model if inplace else copy.deepcopy(model)
     inc, exc = selection_rule(include, exclude)
-    selected = select_linears(target, inc, exc)
-    shapes = [LayerShape(n, m.in_features, m.out_features, m.bias is not None) for n, m in selected]
+    selected = select_layers(target, inc, exc)
+    order = {n: i for i, (n, _) in enumerate(selected)}
+    direct = _direct_reads(target, selected, trial)
+    dense = {n: r for n, r in direct.items() if not r.served}
+    selected = [(n, m) for n, m in selected if n not in dense]
+    shapes = [LayerShape(n, *matrix_shape(m, conv)[::-1], m.bias is not None) for n, m in selected]
     if DECOMPOSITIONS.get(method).data_aware:  # fail before any SVD, naming the first layer without statistics
         for (name, _), shape in zip(selected, shapes):
             if max_saving_rank(shape) >= 1:
                 require_stats(method, stats.get(name), where=name)
     if "spectrum" in needs:  # the spectrum the chosen method truncates
         shapes = [LayerShape(s.name, s.in_features, s.out_features, s.bias,
-                             decompose(m.weight, 1, stats.get(n)).singular_values if max_saving_rank(s) >= 1
-                             else torch.linalg.svdvals(m.weight.detach().double()))
+                             decompose(layer_matrix(m, conv), 1, stats.get(n)).singular_values
+                             if max_saving_rank(s) >= 1 else torch.linalg.svdvals(layer_matrix(m, conv).detach().double()))
                   for (n, m), s in zip(selected, shapes)]
-    probe = LossProbe(target, dict(selected), decompose, stats, loss_fn) \
+    probe = LossProbe(target, dict(selected), decompose, stats, loss_fn, conv=conv) \
         if "probe" in needs and loss_fn is not None else None
     cands = tuple(candidate_ranks) if candidate_ranks is not None else None
     ranks = policy(shapes, ratio, AllocationInputs(energy, param_budget, cands, probe))
 
-    result = CompressionResult(target, ratio, method, rank_policy, align, inc, exc)
+    has_conv = any(isinstance(m, nn.Conv2d) for _, m in selected)
+    result = CompressionResult(target, ratio, method, rank_policy, align, inc, exc,
+                               conv_decomposition=(conv or DEFAULT_CONV_DECOMPOSITION) if has_conv else None)
+    for name, read in dense.items():
+        layer = target.get_submodule(name)
+        out_f, in_f = matrix_shape(layer, conv)
+        result.layers.append(LayerRecord(name, in_f, out_f, layer.bias is not None, None, param_count(layer),
+                                         param_count(layer), None, "skipped", read.reason(),
+                                         kind=layer_kind(layer, conv)))
     result.policy_inputs = _policy_inputs(method, alpha, energy, param_budget, cands, probe, stats, selected)
-    for (name, linear), shape in zip(selected, shapes):
+    for (name, layer), shape in zip(selected, shapes):
         raw = ranks[name]
         rank = align_rank(raw, align) if raw >= 1 else raw
-        before = dense_params(shape.in_features, shape.out_features, shape.bias)
+        kind = layer_kind(layer, conv)
+        before = param_count(layer)
         if not saves_params(shape, rank):
-            why = f"rank {rank} would store {lowrank_params(shape.in_features, shape.out_features, max(rank, 0), shape.bias)} >= {before} dense parameters"
+            why = f"rank {rank} would store {lowrank_params(shape.in_features, shape.out_features, max(rank, 0), shape.bias)} >= {dense_params(shape.in_features, shape.out_features, shape.bias)} dense parameters"
             result.layers.append(LayerRecord(name, shape.in_features, shape.out_features, shape.bias,
-                                             None, before, before, None, "skipped", why))
+                                             None, before, before, None, "skipped", why, kind=kind))
             continue
         layer_stats = stats.get(name)
-        factors = decompose(linear.weight, rank, layer_stats)
-        set_submodule(target, name, lowrank_from_linear(linear, factors.u, factors.v))
+        weight = layer_matrix(layer, conv)
+        factors = decompose(weight, rank, layer_stats)
+        replacement = factorized(layer, factors.u, factors.v, conv)
+        set_submodule(target, name, replacement)
         gram = layer_stats.gram if layer_stats is not None else None
         result.layers.append(LayerRecord(
-            name, shape.in_features, shape.out_features, shape.bias, rank, before,
-            lowrank_params(shape.in_features, shape.out_features, rank, shape.bias),
-            relative_error(linear.weight, factors.u, factors.v), "factorized",
-            f"aligned {raw}->{rank}" if rank != raw else "",
-            weighted_error=output_error(linear.weight, factors.u, factors.v, gram) if gram is not None else None,
-            risk=svd_risk(linear.weight, rank, gram) if gram is not None else None,
+            name, shape.in_features, shape.out_features, shape.bias, rank, before, param_count(replacement),
+            relative_error(weight, factors.u, factors.v), "factorized",
+            "; ".join(x for x in (f"aligned {raw}->{rank}" if rank != raw else "",
+                                  direct[name].reason() if name in direct else "") if x),
+            weighted_error=output_error(weight, factors.u, factors.v, gram) if gram is not None else None,
+            risk=svd_risk(weight, rank, gram) if gram is not None else None, kind=kind,
         ))
+    result.layers.sort(key=lambda r: order[r.name])  # module order, with the dense-read layers in place
     return result
+
+
+def _direct_reads(model: nn.Module, selected: list[tuple[str, nn.Module]],
+                  trial: Callable[[nn.Module], object] | None) -> dict[str, DirectRead]:
+    """Selected layers whose weight the model reads directly in one trial forward (eval, no grad)."""
+    if trial is None or not selected:
+        return {}
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            return find_direct_weight_reads(model, [n for n, _ in selected], trial)
+    finally:
+        for m, flag in flags:
+            m.training = flag
 
 
 def _decomposition(method: str, alpha: float | None) -> Decomposition:
@@ -186,7 +229,7 @@ def _decomposition(method: str, alpha: float | None) -> Decomposition:
 
 def _policy_inputs(method: str, alpha: float | None, energy: float | None, param_budget: float | None,
                    cands: tuple[int, ...] | None, probe: LossProbe | None, stats: Mapping[str, LayerStats],
-                   selected: list[tuple[str, nn.Linear]]) -> dict[str, Any]:
+                   selected: list[tuple[str, nn.Module]]) -> dict[str, Any]:
     """Everything beyond the per-layer ranks that decided them, so a run can be reproduced and audited."""
     seen = [stats[n].n_samples for n, _ in selected if n in stats]
     return {

@@ -9,8 +9,37 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .direct import FactoredWeight
 
-class LowRankLinear(nn.Module):
+
+class LowRankLayer(nn.Module):
+    """A dense layer as two (``first`` = V, ``second`` = U): what training, export checks and reports look for.
+
+    ``in_features``/``out_features`` are the factorized matrix's (for a convolution, see :mod:`.conv`);
+    ``weight_product`` is the dense weight in the original layer's shape.
+    """
+
+    in_features: int
+    out_features: int
+    rank: int
+    first: nn.Module
+    second: nn.Module
+
+    @property
+    def weight_product(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def factor_matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U out×r, V r×in) as matrices."""
+        raise NotImplementedError
+
+    @property
+    def dense_shape(self) -> tuple[int, ...]:
+        """Shape of the dense weight this layer replaces (what must not reappear in an exported graph)."""
+        return (self.out_features, self.in_features)
+
+
+class LowRankLinear(LowRankLayer):
     """y = U (V x) + b with V: r×in (no bias) and U: out×r (carries the bias)."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True,
@@ -31,6 +60,14 @@ class LowRankLinear(nn.Module):
     def weight_product(self) -> torch.Tensor:
         """The dense matrix U·V this layer represents (out × in)."""
         return self.second.weight @ self.first.weight
+
+    def factor_matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.second.weight, self.first.weight
+
+    @property
+    def weight(self) -> FactoredWeight:
+        """For model code that calls ``F.linear(x, layer.weight, b)`` itself: computed with the factors."""
+        return FactoredWeight(self)
 
     @property
     def bias(self) -> torch.Tensor | None:

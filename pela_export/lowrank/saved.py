@@ -13,7 +13,7 @@ from torch import nn
 from .._io import atomic_path, write_json_atomic
 from ..errors import ArtifactError, CheckpointError
 from .factorize import CompressionResult
-from .layer import LowRankLinear
+from .kinds import empty_factorized, is_candidate, matrix_shape
 from .select import set_submodule
 
 SPEC_VERSION = 1
@@ -57,11 +57,15 @@ def load_compressed(original: nn.Module, ckpt_path: str | Path, spec_path: str |
         except AttributeError:
             raise ArtifactError(f"layer {name!r} from the spec does not exist in the model",
                                 fix="load the spec with the same model it was compressed from") from None
-        if not isinstance(old, nn.Linear) or (old.in_features, old.out_features) != (layer["in_features"], layer["out_features"]):
-            raise ArtifactError(f"layer {name!r} is {old!r}, spec expects Linear {layer['in_features']}->{layer['out_features']}",
+        kind = layer.get("kind", "linear")
+        conv = kind.removeprefix("conv-") if kind.startswith("conv-") else None
+        want = (nn.Conv2d if conv else nn.Linear)
+        if not is_candidate(old) or not isinstance(old, want) or \
+                matrix_shape(old, conv) != (layer["out_features"], layer["in_features"]):
+            raise ArtifactError(f"layer {name!r} is {old!r}, spec expects {want.__name__} {kind} with matrix "
+                                f"{layer['out_features']}x{layer['in_features']}",
                                 fix="load the spec with the same model it was compressed from")
-        set_submodule(original, name, LowRankLinear(layer["in_features"], layer["out_features"], layer["rank"],
-                                                    bias=layer["bias"]))
+        set_submodule(original, name, empty_factorized(old, layer["rank"], conv))
     ckpt = Path(ckpt_path)
     if not ckpt.is_file():
         raise ArtifactError(f"compressed checkpoint {str(ckpt)!r} not found", fix="run `pela-export compress` first")

@@ -1,6 +1,7 @@
-"""Which ``nn.Linear`` layers are eligible for factorization, and why each one is or is not.
+"""Which ``nn.Linear``/``nn.Conv2d`` layers are eligible for factorization, and why each one is or is not.
 
-The default is structural (:mod:`.structure`): every Linear inside the model's repeated blocks, so ViTs,
+The default is structural (:mod:`.structure`): every Linear and Conv2d inside the model's repeated blocks
+(grouped convolutions excepted, with the reason), so ResNets, ViTs,
 Swin, ConvNeXt and BERT-style encoders all work without knowing their module names. ``--include`` globs
 replace that default (the token :data:`REPEATED_BLOCKS` brings it back among them); ``--exclude`` globs
 (default :data:`DEFAULT_EXCLUDE`) win over both. Globs are fnmatch patterns on qualified module names.
@@ -13,10 +14,11 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-from .layer import LowRankLinear
-from .structure import Placement, _is_linear, has_repeated_blocks, place_layers
+from .kinds import is_candidate, skip_reason
+from .layer import LowRankLayer
+from .structure import Placement, has_repeated_blocks, place_layers
 
-REPEATED_BLOCKS = "@repeated-blocks"  # an --include entry: the Linears inside the model's repeated blocks
+REPEATED_BLOCKS = "@repeated-blocks"  # an --include entry: the Linears/Conv2ds inside the model's repeated blocks
 DEFAULT_INCLUDE: tuple[str, ...] = (REPEATED_BLOCKS,)
 # What @repeated-blocks means for a model whose module tree does not repeat at all (a toy or custom MLP):
 # the name globs of attention and MLP projections, the default before structural selection.
@@ -31,7 +33,7 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class LayerChoice:
-    """One Linear of the model: chosen for factorization or not, and why."""
+    """One Linear or Conv2d of the model: chosen for factorization or not, and why."""
 
     name: str
     module: nn.Module
@@ -54,10 +56,10 @@ def selection_rule(include: Sequence[str] | None, exclude: Sequence[str] | None)
 
 
 def classify_layers(model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                    *, is_layer: Callable[[nn.Module], bool] = _is_linear,
-                    opaque: tuple[type, ...] = (LowRankLinear,)) -> list[LayerChoice]:
-    """Every layer (``is_layer``; default exact ``nn.Linear``) in module order, chosen or not, with the reason.
-    The parts of ``opaque`` modules (a LowRankLinear's factors) are not layers."""
+                    *, is_layer: Callable[[nn.Module], bool] = is_candidate,
+                    opaque: tuple[type, ...] = (LowRankLayer,)) -> list[LayerChoice]:
+    """Every layer (``is_layer``; default exact ``nn.Linear``/``nn.Conv2d``) in module order, chosen or not,
+    with the reason. The parts of ``opaque`` modules (a factorized layer's factors) are not layers."""
     inc, exc = selection_rule(include, exclude)
     user_exc = exclude is not None
     by_name = REPEATED_BLOCKS in inc and not has_repeated_blocks(model, opaque)
@@ -81,18 +83,22 @@ def classify_layers(model: nn.Module, include: Sequence[str] | None = None, excl
             out.append(LayerChoice(place.name, module, False, f"{place.reason}, but matches {src} glob {dropped!r}"
                                    if structural else f"matches {src} glob {dropped!r}"))
             continue
-        out.append(LayerChoice(place.name, module, True, place.reason if structural
-                               else f"matches --include glob {glob!r}"))
+        why = place.reason if structural else f"matches --include glob {glob!r}"
+        dense = skip_reason(module)
+        out.append(LayerChoice(place.name, module, dense is None, f"{why}, but {dense}" if dense else why))
     return out
 
 
-def select_linears(
+def select_layers(
     model: nn.Module,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
-) -> list[tuple[str, nn.Linear]]:
-    """Eligible (name, layer) pairs in module order. Only exact ``nn.Linear`` instances qualify."""
-    return [(c.name, c.module) for c in classify_layers(model, include, exclude) if c.chosen]  # type: ignore[misc]
+) -> list[tuple[str, nn.Module]]:
+    """Eligible (name, layer) pairs in module order: exact ``nn.Linear`` and factorizable ``nn.Conv2d``."""
+    return [(c.name, c.module) for c in classify_layers(model, include, exclude) if c.chosen]
+
+
+select_linears = select_layers  # the name before convolutions were factorized
 
 
 def describe_selection(include: Sequence[str] | None, exclude: Sequence[str] | None,
@@ -107,25 +113,18 @@ def describe_selection(include: Sequence[str] | None, exclude: Sequence[str] | N
     elif chosen and not blocks:
         rule = "no repeated blocks in the model, so the attention/MLP name globs"
     else:
-        rule = (f"structural default: Linears inside the repeated blocks ({len(blocks)} blocks"
+        rule = (f"structural default: Linear/Conv2d layers inside the repeated blocks ({len(blocks)} blocks"
                 + (f", {blocks[0]} ... {blocks[-1]}" if blocks else "") + ")")
     rule += f", {'--exclude' if exclude is not None else 'default exclude globs'} {' '.join(exc) or '(none)'}"
-    return f"layer selection: {rule}; {len(chosen)} of {len(choices)} Linear layers chosen"
+    return f"layer selection: {rule}; {len(chosen)} of {len(choices)} Linear/Conv2d layers chosen"
 
 
 def explain_empty(model: nn.Module, choices: Sequence[LayerChoice]) -> str:
     """Why nothing was chosen, for the error message."""
-    from .structure import unfactorizable_convs
-
     if not choices:
-        return "the model has no nn.Linear layer"
-    convs = unfactorizable_convs(model)
+        return "the model has no nn.Linear or nn.Conv2d layer"
     kept = "; ".join(f"{c.name}: {c.reason}" for c in choices[:4]) + (" ..." if len(choices) > 4 else "")
-    why = f"none of its {len(choices)} nn.Linear layers was chosen ({kept})"
-    if convs:
-        why += (f"; its repeated blocks compute with {len(convs)} 1x1 Conv2d layers (e.g. {convs[0]}), "
-                "which are not factorized")
-    return why
+    return f"none of its {len(choices)} nn.Linear/nn.Conv2d layers was chosen ({kept})"
 
 
 def set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import OptionError
 from .allocators import check_budget, resolve_budget
 from .decompose import Decomposition
-from .layer import lowrank_from_linear
+from .kinds import factorized, layer_matrix
 from .ranks import (AllocationInputs, LayerShape, layer_params, max_saving_rank, ratio_allocator,
                     register_rank_policy)
 from .select import set_submodule
@@ -34,9 +34,10 @@ CANDIDATES_FIX = "pass --candidate-ranks as positive integers, e.g. 8,16,32,64 (
 class LossProbe:
     """``evaluate(name, rank)``: loss increase with only ``name`` factorized at ``rank``; memoised in ``curves``."""
 
-    def __init__(self, model: nn.Module, linears: Mapping[str, nn.Linear], decompose: Decomposition,
-                 stats: Mapping[str, LayerStats] | None, loss_fn: Callable[[nn.Module], float]) -> None:
-        self.model, self.linears, self.decompose = model, linears, decompose
+    def __init__(self, model: nn.Module, linears: Mapping[str, nn.Module], decompose: Decomposition,
+                 stats: Mapping[str, LayerStats] | None, loss_fn: Callable[[nn.Module], float],
+                 conv: str | None = None) -> None:
+        self.model, self.linears, self.decompose, self.conv = model, linears, decompose, conv
         self.stats, self.loss_fn = stats or {}, loss_fn
         self.baseline = self._loss("the dense model")
         self.curves: dict[str, dict[int, float]] = {}
@@ -51,14 +52,14 @@ class LossProbe:
 
     def _swapped_loss(self, ranks: Mapping[str, int], what: str) -> float:
         """Loss increase with the layers in ``ranks`` factorized; the dense layers are always put back."""
-        swapped: dict[str, nn.Linear] = {}
+        swapped: dict[str, nn.Module] = {}
         try:
             for name, rank in ranks.items():
                 if rank < 1 or name not in self.linears:
                     continue
                 linear = self.linears[name]
-                f = self.decompose(linear.weight, rank, self.stats.get(name))
-                set_submodule(self.model, name, lowrank_from_linear(linear, f.u, f.v))
+                f = self.decompose(layer_matrix(linear, self.conv), rank, self.stats.get(name))
+                set_submodule(self.model, name, factorized(linear, f.u, f.v, self.conv))
                 swapped[name] = linear
             return self._loss(what) - self.baseline
         finally:

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from ..errors import OptionError
 from ..models.call import Inputs, call_model
+from .kinds import as_matrix, input_rows
 
 ACTIVATION_STATS: frozenset[str] = frozenset({"abs_mean", "gram"})
 
@@ -45,17 +46,17 @@ class LayerStats:
     n_samples: int = 0  # input rows seen (all leading dims flattened)
 
 
-def _linears(model: nn.Module, layer_names: Iterable[str]) -> dict[str, nn.Linear]:
-    out: dict[str, nn.Linear] = {}
+def _linears(model: nn.Module, layer_names: Iterable[str]) -> dict[str, nn.Module]:
+    out: dict[str, nn.Module] = {}
     for name in layer_names:
         try:
             module = model.get_submodule(name)
         except AttributeError:
             raise CalibrationError(f"layer {name!r} does not exist in the model",
                                    fix="pass layer names from `pela-export inspect MODEL` (--include/--exclude)") from None
-        if not isinstance(module, nn.Linear):
-            raise CalibrationError(f"layer {name!r} is {type(module).__name__}, not nn.Linear",
-                                   fix="calibration statistics are only collected for nn.Linear layers")
+        if not isinstance(module, (nn.Linear, nn.Conv2d)):
+            raise CalibrationError(f"layer {name!r} is {type(module).__name__}, not nn.Linear or nn.Conv2d",
+                                   fix="calibration statistics are only collected for nn.Linear/nn.Conv2d layers")
         out[name] = module
     return out
 
@@ -91,8 +92,11 @@ def collect_activation_stats(
     layer_names: Iterable[str],
     batches: Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]],
     need: Iterable[str] = ACTIVATION_STATS,
+    conv: str | None = None,
 ) -> dict[str, LayerStats]:
-    """Run ``batches`` through ``model`` (eval, no grad) and accumulate input statistics per layer."""
+    """Run ``batches`` through ``model`` (eval, no grad) and accumulate input statistics per layer.
+
+    A convolution's rows are its input patches as the ``conv`` decomposition's first factor sees them."""
     wanted = frozenset(need)
     unknown = wanted - ACTIVATION_STATS
     if unknown:
@@ -106,7 +110,7 @@ def collect_activation_stats(
         def hook(module: nn.Module, args: tuple[object, ...]) -> None:
             if not args or not isinstance(args[0], torch.Tensor):
                 return
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
+            x = input_rows(module, args[0].detach(), conv).to(torch.float64)
             acc = sums[name]
             if "abs_mean" in wanted:
                 part = x.abs().sum(dim=0)
@@ -147,6 +151,7 @@ def collect_fisher(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     per_element: bool = False,
+    conv: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per output row, Σ_j (∂loss/∂W_ij)² averaged over batches (FWSVD's row importance).
 
@@ -157,7 +162,7 @@ def collect_fisher(
     """
     layers = _linears(model, layer_names)
     names = list(layers)
-    weights = [layers[n].weight for n in names]
+    weights: list[torch.Tensor] = [layers[n].weight for n in names]  # type: ignore[misc]
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     sums = [torch.zeros(tuple(w.shape) if per_element else w.shape[0], dtype=torch.float64) for w in weights]
@@ -180,7 +185,7 @@ def collect_fisher(
                 grads = torch.autograd.grad(loss, weights, allow_unused=True)
                 for i, g in enumerate(grads):
                     if g is not None:
-                        sq = g.detach().to(torch.float64).pow(2)
+                        sq = as_matrix(layers[names[i]], g.detach(), conv).to(torch.float64).pow(2)
                         sums[i] += (sq if per_element else sq.sum(dim=1)).cpu()
                 n_batches += 1
     finally:

@@ -1,10 +1,10 @@
-"""Structural layer selection: the ``nn.Linear`` layers inside a model's repeated blocks.
+"""Structural layer selection: the ``nn.Linear``/``nn.Conv2d`` layers inside a model's repeated blocks.
 
 Module names differ between model families (``blocks.3.attn.qkv``, ``encoder.layer.3.attention.self.query``,
 ``stages.1.blocks.2.mlp.fc1``), but the shape of the module tree does not: the body of a transformer or a
 ConvNeXt is a run of same-typed sibling modules. Linears inside those blocks are the bulk of the parameters
 and factorize well; the embedding/stem before them, the head after them and the stage glue between them
-(Swin's patch merging) are small or sensitive and stay dense. Every Linear gets a reason either way.
+(Swin's patch merging) are small or sensitive and stay dense. Every layer gets a reason either way.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def _generic(module: nn.Module) -> bool:
 
 
 def _is_linear(module: nn.Module) -> bool:
-    return type(module) is nn.Linear
+    """Exact ``nn.Linear``/``nn.Conv2d``: the layers factorization handles (see :mod:`.kinds`)."""
+    return type(module) in (nn.Linear, nn.Conv2d)
 
 
 def walk(model: nn.Module, opaque: tuple[type, ...] = ()) -> Iterator[tuple[str, nn.Module]]:
@@ -138,20 +139,3 @@ def place_layers(model: nn.Module, is_layer: Callable[[nn.Module], bool] = _is_l
         else:
             out.append(Placement(name, None, "not inside a repeated block"))
     return out
-
-
-def unfactorizable_convs(model: nn.Module) -> list[str]:
-    """1×1 convolutions when every repeated conv block holds one (ConvNeXt's conv-MLP): Linear-like layers
-    this tool does not factorize. Empty when they are occasional (ResNet's downsample shortcut)."""
-    def is_conv(m: nn.Module) -> bool:
-        return type(m) is nn.Conv2d
-
-    placed = [p for p in place_layers(model, is_conv) if p.block is not None]
-    pointwise = [p for p in placed if _pointwise(model.get_submodule(p.name))]
-    if not pointwise or {p.block for p in pointwise} != {p.block for p in placed}:
-        return []
-    return [p.name for p in pointwise]
-
-
-def _pointwise(m: nn.Module) -> bool:
-    return isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1) and m.groups == 1

@@ -2,15 +2,42 @@
 (``--structure KIND``: a structured model instead, see :mod:`.compress_structured`)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from torch import nn
+
 from .._io import write_text_atomic
 from ..measure import count_params
 from ..errors import OptionError
 from ..lowrank import CompressionResult, factorize_model, format_rank_table, save_compressed
+from ..models.base import LoadedModel
 from ..lowrank.select import classify_layers, describe_selection, explain_empty
 from .compress_options import describe_ranks, effective_ratio, ratio_choice
 from .context import Context, log
 from .dataaware import data_aware_kwargs
 from .records import CompressRecord
+
+
+def trial_forward(loaded: LoadedModel) -> Callable[[nn.Module], object]:
+    """One forward pass on dummy inputs: finds layers whose weight the model code reads directly."""
+    inputs = loaded.dummy_inputs(2)
+    return lambda model: model(*inputs)
+
+
+def _check_conv_option(ctx: Context) -> None:
+    """``--conv-decomposition`` on a selection without convolutions would do nothing: say so instead."""
+    given = ctx.cfg.compress.conv_decomposition
+    if given is None:
+        return
+    choices = classify_layers(ctx.original(), ctx.cfg.compress.include, ctx.cfg.compress.exclude)
+    if not any(c.chosen and isinstance(c.module, nn.Conv2d) for c in choices):
+        convs = [c for c in choices if isinstance(c.module, nn.Conv2d)]
+        what = (f"none of its {len(convs)} Conv2d layers is selected (e.g. {convs[0].name}: {convs[0].reason})"
+                if convs else "it has no nn.Conv2d layer")
+        raise OptionError(f"--conv-decomposition {given} was given, but {ctx.loaded.name!r} would factorize no "
+                          f"convolution: {what}",
+                          fix="drop --conv-decomposition, or select convolutions with --include GLOB "
+                              "(`pela-export inspect MODEL` lists them)")
 
 
 def _check_selection(ctx: Context, result: CompressionResult) -> None:
@@ -23,8 +50,8 @@ def _check_selection(ctx: Context, result: CompressionResult) -> None:
         return
     if not result.layers:
         raise OptionError(f"no layer of {ctx.loaded.name!r} was factorized: {explain_empty(ctx.original(), choices)}",
-                          fix="choose Linears by name with --include GLOB (repeatable); `pela-export inspect MODEL` "
-                              "lists every Linear and why it was left out")
+                          fix="choose layers by name with --include GLOB (repeatable); `pela-export inspect MODEL` "
+                              "lists every Linear/Conv2d and why it was left out")
     raise OptionError(f"no layer of {ctx.loaded.name!r} was factorized ({len(result.layers)} eligible, all skipped: "
                       "factorizing would not save parameters at this ratio)",
                       fix="lower --ratio, or widen the selection with --include GLOB")
@@ -33,6 +60,10 @@ def _check_selection(ctx: Context, result: CompressionResult) -> None:
 def compress_stage(ctx: Context) -> CompressRecord:
     """Factorize, save (atomically) and record; returns the stage record."""
     cfg = ctx.cfg
+    if cfg.train is None:  # under torchrun, ranks > 0 only train (and end after it, in train_stage); rank 0 writes
+        from ..train.distributed import end_rank_unless_main
+
+        end_rank_unless_main("no --train, nothing to share")
     if cfg.structure.kind is not None:
         from .compress_structured import structured_compress_stage
 
@@ -42,9 +73,12 @@ def compress_stage(ctx: Context) -> CompressRecord:
         ctx.note(choice)
     log(f"compressing {ctx.loaded.name}: method={cfg.compress.method}, rank policy={cfg.compress.rank_policy}, {describe_ranks(cfg)}"
         + (f", align={cfg.compress.align}" if cfg.compress.align else ""))
+    _check_conv_option(ctx)
     extra, calibration = data_aware_kwargs(ctx)
     result = factorize_model(ctx.original(), ratio=effective_ratio(cfg), method=cfg.compress.method, rank_policy=cfg.compress.rank_policy,
-                             align=cfg.compress.align, include=cfg.compress.include, exclude=cfg.compress.exclude, **extra)
+                             align=cfg.compress.align, include=cfg.compress.include, exclude=cfg.compress.exclude,
+                             conv_decomposition=cfg.compress.conv_decomposition, trial=trial_forward(ctx.loaded),
+                             **extra)
     _check_selection(ctx, result)
     training = None
     if cfg.train is not None:

@@ -27,7 +27,8 @@ DATA_AWARE_METHOD = "whiten"
 DATA_AWARE_WHY = "data-aware init measured on pretrained all-MiniLM-L6-v2 / Reuters R8, bench/results/minilm_r8.md"
 
 #: Run options of the "compression" CLI group and of the "data-aware compression" group.
-COMPRESS_OPTIONS: tuple[str, ...] = ("ratio", "method", "rank_policy", "align", "include", "exclude")
+COMPRESS_OPTIONS: tuple[str, ...] = ("ratio", "method", "rank_policy", "align", "include", "exclude",
+                                     "conv_decomposition")
 CALIB_OPTIONS: tuple[str, ...] = ("calib_data", "calib_samples", "energy", "asvd_alpha", "candidate_ranks",
                                   "sensitivity_loss", "param_budget")
 
@@ -42,6 +43,12 @@ def policy_names() -> list[str]:
     from ..lowrank import RANK_ALLOCATORS
 
     return RANK_ALLOCATORS.names()
+
+
+def conv_names() -> list[str]:
+    from ..lowrank.conv import CONV_DECOMPOSITIONS
+
+    return CONV_DECOMPOSITIONS.names()
 
 
 def probe_names() -> list[str]:
@@ -70,11 +77,16 @@ class CompressOptions(OptionGroup):
                                help="round ranks down to a multiple (e.g. 8 for tensor cores)")
     include: list[str] | None = option(None, flag="--include", action="append", metavar="GLOB",
                                        help="layer-name globs to factorize, replacing the default (repeatable; "
-                                            "default: every Linear inside the repeated blocks, also spelled "
+                                            "default: every Linear and Conv2d inside the repeated blocks, also spelled "
                                             "@repeated-blocks)")
     exclude: list[str] | None = option(None, flag="--exclude", action="append", metavar="GLOB",
                                        help="layer-name globs to keep dense (repeatable; default: patch embed, norms, "
                                             "head, pooler, classifier globs)")
+    # None: channel for any selected convolution (recorded in lowrank.json); given on a model whose
+    # selection holds no Conv2d it is an error, not ignored
+    conv_decomposition: str | None = option(None, flag="--conv-decomposition", choices=conv_names,
+                                            help="how a selected Conv2d becomes two: channel (default; kh x kw "
+                                                 "conv to r channels, then 1x1) or spatial (kh x 1, then 1 x kw)")
     energy: float | None = option(None, flag="--energy", type=float,
                                   help="spectral energy to keep per layer (e.g. 0.9)")
     param_budget: float | None = option(None, flag="--param-budget", type=float,

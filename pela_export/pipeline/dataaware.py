@@ -35,10 +35,12 @@ def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | No
     names = [n for n, _ in select_linears(model, cfg.compress.include, cfg.compress.exclude)]
     if need:
         log(f"collecting calibration statistics ({', '.join(sorted(need))}) on {calib.source}")
-        stats = collect_activation_stats(model, names, calib.batches(CALIB_BATCH), need=need & {"abs_mean", "gram"})
+        conv = cfg.compress.conv_decomposition
+        stats = collect_activation_stats(model, names, calib.batches(CALIB_BATCH), need=need & {"abs_mean", "gram"},
+                                         conv=conv)
         if method.fisher is not None:
             stats = with_fisher(stats, collect_fisher(model, names, calib.batches(CALIB_BATCH),
-                                                      per_element=method.fisher == "elements"))
+                                                      per_element=method.fisher == "elements", conv=conv))
         kwargs["stats"] = stats
     if sensitivity:
         from ..lowrank.probes import PROBES

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from torch import nn
 
-from ..lowrank import LowRankLinear, factorize_model, format_rank_table
+from ..lowrank import LowRankLayer, factorize_model, format_rank_table
 from ..lowrank.select import classify_layers, describe_selection, explain_empty
 from ..measure import count_params
 from ..models.sources import resolve_model
+from .compress import trial_forward
 
 
 def _onnx_factor_pairs(model) -> list[tuple[str, str, int]]:  # noqa: ANN001 - onnx.ModelProto
@@ -51,40 +52,60 @@ def inspect_onnx(path: Path) -> str:
     return "\n".join(lines)
 
 
+def _no_pretrained(pretrained: bool, target: str, kind: str) -> None:
+    """--pretrained names weights to load; a saved file brings its own, so the flag would be ignored."""
+    if pretrained:
+        from ..errors import OptionError
+
+        raise OptionError(f"--pretrained loads a timm model's weights, but {target} is {kind} with its own",
+                          fix="drop --pretrained, or pass timm:NAME")
+
+
 def inspect(target: str | None, *, checkpoint: str | None = None, input_shape: tuple[int, ...] | None = None,
             ratio: float | None = None, method: str = "svd", rank_policy: str = "ratio", align: int | None = None,
             include: list[str] | None = None, exclude: list[str] | None = None, structure_spec: str | None = None,
-            tokens: int | None = None, remeasure: bool = False) -> str:
+            tokens: int | None = None, remeasure: bool = False, conv_decomposition: str | None = None,
+            max_length: int | None = None, hidden_state: bool = False, pretrained: bool = False) -> str:
     """Summary text: for ``*.onnx`` the graph's parameters and factor pairs; for a saved structured model its
     layer types, parameters and lowering choices; else the rank table a compression gives."""
     if target and target.endswith(".onnx"):
+        _no_pretrained(pretrained, target, "an ONNX file")
         return inspect_onnx(Path(target))
     from ..structured.inspect import find_structured, inspect_structured
 
     found = find_structured(target, checkpoint, structure_spec)
     if found is not None:
+        _no_pretrained(pretrained, target or "the --out directory", "a saved structured model")
         return inspect_structured(*found, input_shape=input_shape, tokens=tokens, measure=remeasure)
-    loaded = resolve_model(target, checkpoint, input_shape)
-    already = sum(isinstance(m, LowRankLinear) for m in loaded.model.modules())
+    loaded = resolve_model(target, checkpoint, input_shape, max_length=max_length, hidden_state=hidden_state,
+                           pretrained=pretrained)
+    already = sum(isinstance(m, LowRankLayer) for m in loaded.model.modules())
     res = factorize_model(loaded.model, ratio=ratio, method=method, rank_policy=rank_policy, align=align,
-                          include=include, exclude=exclude)
+                          include=include, exclude=exclude, conv_decomposition=conv_decomposition,
+                          trial=trial_forward(loaded))
     head = [f"model: {loaded.name} ({loaded.source}), input {list(loaded.input_shape)} ({loaded.input_shape_origin})",
             f"parameters: {count_params(loaded.model):,} -> {count_params(res.model):,}"
             + (f" at k={res.ratio:g}" if res.ratio is not None else f" by --rank-policy {rank_policy}") + " "
             f"(dry run; nothing written)"]
     if already:
-        head.append(f"already holds {already} LowRankLinear layers")
+        head.append(f"already holds {already} factorized (low-rank) layers")
     return "\n".join(head) + "\n\n" + format_selection(loaded.model, include, exclude) + "\n\n" + format_rank_table(res)
 
 
 def format_selection(model: nn.Module, include: list[str] | None, exclude: list[str] | None) -> str:
-    """Every nn.Linear with in/out features, whether the selection chose it, and why (chosen first)."""
+    """Every nn.Linear/nn.Conv2d with in/out features (a conv's channels and kernel), whether the selection
+    chose it, and why (chosen first)."""
     choices = classify_layers(model, include, exclude)
     lines = [describe_selection(include, exclude, choices), "",
-             "| layer | in | out | chosen | reason |", "|---|---:|---:|---|---|"]
+             "| layer | type | in | out | chosen | reason |", "|---|---|---:|---:|---|---|"]
     for c in sorted(choices, key=lambda c: not c.chosen):
-        lines.append(f"| {c.name} | {c.module.in_features} | {c.module.out_features} | "
-                     f"{'yes' if c.chosen else 'no'} | {c.reason} |")
+        m = c.module
+        if isinstance(m, nn.Conv2d):
+            kind = f"Conv2d {m.kernel_size[0]}x{m.kernel_size[1]}" + (f" g{m.groups}" if m.groups != 1 else "")
+            cin, cout = m.in_channels, m.out_channels
+        else:
+            kind, cin, cout = "Linear", m.in_features, m.out_features
+        lines.append(f"| {c.name} | {kind} | {cin} | {cout} | {'yes' if c.chosen else 'no'} | {c.reason} |")
     if not any(c.chosen for c in choices):
-        lines.append(f"\nnothing to factorize: {explain_empty(model, choices)}; choose Linears with --include GLOB")
+        lines.append(f"\nnothing to factorize: {explain_empty(model, choices)}; choose layers with --include GLOB")
     return "\n".join(lines)

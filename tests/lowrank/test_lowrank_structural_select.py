@@ -1,4 +1,4 @@
-"""Structural default selection: the Linears inside the repeated blocks, found from the module tree."""
+"""Structural default selection: the Linears and Conv2ds inside the repeated blocks, found from the module tree."""
 import sys
 from pathlib import Path
 
@@ -21,7 +21,8 @@ def _split(model: nn.Module) -> tuple[list[str], dict[str, str]]:
 def test_vit_blocks_as_before() -> None:
     chosen, left = _split(deit_tiny_64())
     assert chosen == [f"blocks.{i}.{p}" for i in range(4) for p in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")]
-    assert left == {"head": "classifier head (the last Linear, after the repeated blocks)"}
+    assert left == {"patch_embed.proj": "embedding or stem (before the repeated blocks)",
+                    "head": "classifier head (the last Linear, after the repeated blocks)"}
     reasons = {c.name: c.reason for c in classify_layers(deit_tiny_64()) if c.chosen}
     assert reasons["blocks.3.mlp.fc2"] == "in repeated block blocks.3"
 
@@ -33,21 +34,27 @@ def test_swin_blocks_not_patch_merging() -> None:
     assert left["head.fc"].startswith("classifier head")
 
 
-def test_convnext_linear_mlp_and_conv_mlp() -> None:
-    chosen, left = _split(timm.create_model("convnext_atto", pretrained=False, conv_mlp=False))
-    assert len(chosen) == 2 * 12 and chosen[0] == "stages.0.blocks.0.mlp.fc1"
-    assert list(left) == ["head.fc"]
-    atto = timm.create_model("convnext_atto", pretrained=False)  # its MLPs are 1x1 convolutions
-    assert select_linears(atto) == []
-    assert "1x1 Conv2d" in explain_empty(atto, classify_layers(atto))
+@pytest.mark.parametrize("conv_mlp", [False, True])
+def test_convnext_mlp_linear_or_1x1_conv(conv_mlp: bool) -> None:
+    model = timm.create_model("convnext_atto", pretrained=False, conv_mlp=conv_mlp)
+    chosen, left = _split(model)
+    assert len(chosen) == 2 * 12 and chosen[:2] == ["stages.0.blocks.0.mlp.fc1", "stages.0.blocks.0.mlp.fc2"]
+    assert type(model.get_submodule(chosen[0])) is (nn.Conv2d if conv_mlp else nn.Linear)
+    dw = [n for n in left if n.endswith("conv_dw")]  # depthwise 7x7: grouped, left dense with the reason
+    assert len(dw) == 12 and "grouped convolution (groups=40)" in left["stages.0.blocks.0.conv_dw"]
+    assert left["stem.0"] == "embedding or stem (before the repeated blocks)"
+    assert left["stages.1.downsample.1"].startswith("outside the repeated blocks of stages.1")
+    assert left["head.fc"].startswith("classifier head")
 
 
-def test_resnet_has_nothing_and_says_why() -> None:
+def test_resnet_block_convs_not_stem_or_head() -> None:
     model = timm.create_model("resnet18", pretrained=False)
     chosen, left = _split(model)
-    assert chosen == [] and left == {"fc": "classifier head (the model's last Linear)"}
-    assert "fc: classifier head" in explain_empty(model, classify_layers(model))
+    assert len(chosen) == 16 + 3 and "layer1.0.conv1" in chosen and "layer2.0.downsample.0" in chosen
+    assert left == {"conv1": "embedding or stem (before the repeated blocks)",
+                    "fc": "classifier head (the last Linear, after the repeated blocks)"}
     assert [n for n, _ in select_linears(model, ["fc"])] == ["fc"]  # --include replaces the default
+    assert "conv1: matches no --include glob" in explain_empty(model, classify_layers(model, ["nothing*"]))
 
 
 def test_bert_encoder_layers() -> None:
@@ -74,9 +81,11 @@ def test_globs_override_and_record() -> None:
     assert len(both) == 17
 
 
-def test_compress_of_conv_mlp_model_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compress_of_empty_selection_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pela_export.cli.main import main
 
-    code = main(["compress", "timm:convnext_atto", "--input-shape", "3,64,64", "--out", str(tmp_path / "o")])
+    code = main(["compress", "timm:convnext_atto", "--input-shape", "3,64,64", "--out", str(tmp_path / "o"),
+                 "--include", "nothing.*"])
     err = capsys.readouterr().err
-    assert code == 2 and "1x1 Conv2d" in err and "--include" in err
+    assert code == 2 and "matches no --include glob" in err and "--include" in err
+    assert not (tmp_path / "o" / "compressed.pt").exists()
