@@ -231,7 +231,8 @@ def _dispatch(ns: argparse.Namespace) -> int:
                           ratio=ns.ratio, method=ns.method or "svd", rank_policy=ns.rank_policy,
                           align=ns.align, include=ns.include, exclude=ns.exclude,
                           structure_spec=A.structure_spec_of(ns.out, ns.structure_spec), tokens=ns.tokens,
-                          remeasure=ns.remeasure))
+                          remeasure=ns.remeasure, max_length=ns.max_length, hidden_state=ns.hidden_state,
+                          pretrained=ns.pretrained))
         return 0
     cfg = A.config_from_args(ns)
     stage = {"run": api.run, "compress": api.compress, "export": api.export, "bench": api.bench,

@@ -1,9 +1,10 @@
-"""Hugging Face transformers models from a local directory (optional extra ``hf``).
+"""Hugging Face transformers models from a local directory or a hub repo (optional extra ``hf``).
 
-Loads offline only (``local_files_only``): pretrained weights are never
-downloaded. Vision models take pixel values shaped from the config and return
-logits; text models take every tokenizer input with batch and sequence dynamic
-(:mod:`.hf_text`) and return logits or their declared pooled embedding.
+transformers itself loads offline only (``local_files_only``); a hub repo (``hf:ORG/NAME``)
+is first resolved to its snapshot in the Hugging Face hub cache (:mod:`.hub`). Vision models
+take pixel values shaped from the config and return logits; text models take every tokenizer
+input with batch and sequence dynamic (:mod:`.hf_text`) and return logits or their declared
+pooled embedding.
 """
 from __future__ import annotations
 
@@ -100,8 +101,30 @@ def _auto_class(transformers: Any, config: Any, vision: bool) -> Any:
     return transformers.AutoModel
 
 
+def load_hf_target(target: str, checkpoint: str | None, user_shape: tuple[int, ...] | None, *,
+                   max_length: int | None = None, hidden_state: bool = False) -> LoadedModel:
+    """``hf:DIR`` when DIR is an existing directory (or a path), else ``hf:ORG/NAME[@REV]`` from the hub cache.
+
+    A hub model's source is its snapshot directory, where the tokenizer files lie for data and packaging.
+    """
+    from .hub import hf_snapshot, looks_like_repo_id, split_revision
+    from .sources import weights_note
+
+    if Path(target).expanduser().is_dir() or not looks_like_repo_id(target):
+        loaded = load_hf_dir(target, checkpoint, user_shape, max_length=max_length, hidden_state=hidden_state)
+        loaded.extra["weights"] = weights_note(f"saved model {target}", checkpoint)
+        return loaded
+    snapshot, weights = hf_snapshot(target)
+    name = split_revision(target)[0].rsplit("/", 1)[-1]
+    loaded = load_hf_dir(str(snapshot), checkpoint, user_shape, max_length=max_length, hidden_state=hidden_state,
+                         name=name)
+    loaded.extra["hub_repo"] = target
+    loaded.extra["weights"] = weights_note(f"pretrained: {weights.describe()}", checkpoint)
+    return loaded
+
+
 def load_hf_dir(directory: str, checkpoint: str | None, user_shape: tuple[int, ...] | None, *,
-                max_length: int | None = None, hidden_state: bool = False) -> LoadedModel:
+                max_length: int | None = None, hidden_state: bool = False, name: str | None = None) -> LoadedModel:
     """Resolve ``hf:<dir>``: a saved transformers model (config.json + weights).
 
     Text models: ``max_length`` caps the sequence axis (default: the config's positions,
@@ -115,7 +138,8 @@ def load_hf_dir(directory: str, checkpoint: str | None, user_shape: tuple[int, .
     path = Path(directory).expanduser()
     if not (path / "config.json").is_file():
         raise ModelSourceError(f"{directory!r} is not a saved transformers model (no config.json)",
-                               fix="pass hf:DIR where DIR was written by model.save_pretrained(DIR)")
+                               fix="pass hf:DIR where DIR was written by model.save_pretrained(DIR), or a hub repo "
+                                   "as hf:ORG/NAME")
     config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
     vision = hasattr(config, "image_size") and hasattr(config, "num_channels")
     try:
@@ -127,7 +151,7 @@ def load_hf_dir(directory: str, checkpoint: str | None, user_shape: tuple[int, .
                                fix="check the directory holds model.safetensors or pytorch_model.bin") from None
     notes = load_checkpoint(model, checkpoint) if checkpoint else []
     model.eval()
-    name = path.resolve().name
+    name = name or path.resolve().name
     if vision:
         if max_length is not None or hidden_state:
             raise OptionError("--max-length and --hidden-state apply to text models only",

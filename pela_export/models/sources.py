@@ -1,6 +1,7 @@
 """Model sources, one registered loader per spec scheme.
 
-``timm:<name>``, ``hf:<local dir>``, ``<file>.pt2`` (torch.export program),
+``timm:<name>`` (``--pretrained``: timm's weights), ``timm:hf-hub:ORG/NAME``, ``hf:<local dir>``,
+``hf:ORG/NAME`` (hub repos through the Hugging Face hub cache), ``<file>.pt2`` (torch.export program),
 ``package.module:factory`` and ``default[:recipe]`` (the embedded default).
 Each returns a :class:`LoadedModel`; shapes come from the model's own config
 where it has one, else from ``--input-shape``.
@@ -11,6 +12,7 @@ import importlib
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +23,7 @@ from .base import LoadedModel, Preprocessing, Tolerance
 from .checkpoint import load_checkpoint
 from .fx_linear import linears_to_modules
 
-Loader = Callable[[str, "str | None", "tuple[int, ...] | None"], LoadedModel]
+Loader = Callable[..., LoadedModel]  # (spec, checkpoint, input_shape, **source options)
 SOURCES: Registry[Loader] = Registry("model source")
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -83,28 +85,55 @@ def _from_timm_model(model: nn.Module, name: str, source: str, user_shape: tuple
 
 
 @SOURCES.register("timm")
-def load_timm(spec: str, checkpoint: str | None, user_shape: tuple[int, ...] | None) -> LoadedModel:
+def load_timm(spec: str, checkpoint: str | None, user_shape: tuple[int, ...] | None, *,
+              pretrained: bool = False) -> LoadedModel:
+    """``timm:NAME`` (random weights, or timm's pretrained ones with ``pretrained``) or ``timm:hf-hub:ORG/NAME``.
+
+    Pretrained weights come through the Hugging Face hub cache (:mod:`.timm_hub`).
+    """
     import timm
 
     name = spec.split(":", 1)[1]
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:5] if name else []
-        hint = f" (similar: {', '.join(close)})" if close else ""
-        raise ModelSourceError(f"unknown timm model {name!r}{hint}",
-                               fix="pass timm:<name> with a name from timm.list_models()")
-    model = timm.create_model(name, pretrained=False)
+    if name.startswith("hf-hub:"):
+        from .timm_hub import create_from_hub
+
+        repo = name.split(":", 1)[1]
+        model, note = create_from_hub(repo)
+        name = repo.partition("@")[0].rsplit("/", 1)[-1]
+    else:
+        if not timm.is_model(name):
+            close = timm.list_models(f"*{name.split('_')[0]}*")[:5] if name else []
+            hint = f" (similar: {', '.join(close)})" if close else ""
+            raise ModelSourceError(f"unknown timm model {name!r}{hint}",
+                                   fix="pass timm:<name> with a name from timm.list_models(), or timm:hf-hub:ORG/NAME")
+        if pretrained:
+            from .timm_hub import create_pretrained
+
+            model, note = create_pretrained(name)
+        else:
+            model, note = timm.create_model(name, pretrained=False), "random (no --pretrained or --checkpoint given)"
     notes = load_checkpoint(model, checkpoint) if checkpoint else []
     loaded = _from_timm_model(model, name, spec, user_shape)
     loaded.extra["checkpoint_notes"] = notes
-    loaded.extra["weights"] = checkpoint or "random (no --checkpoint given; pretrained weights are never downloaded)"
+    loaded.extra["weights"] = weights_note(note, checkpoint)
     return loaded
 
 
-@SOURCES.register("hf")
-def load_hf(spec: str, checkpoint: str | None, user_shape: tuple[int, ...] | None) -> LoadedModel:
-    from .hf import load_hf_dir
+def weights_note(base: str, checkpoint: str | None) -> str:
+    """Where the weights came from, for ``LoadedModel.extra["weights"]`` (a checkpoint loads over the base)."""
+    if checkpoint is None:
+        return base
+    return f"checkpoint {checkpoint}" + ("" if base.startswith("random") else f" (loaded over {base})")
 
-    return load_hf_dir(spec.split(":", 1)[1], checkpoint, user_shape)
+
+@SOURCES.register("hf")
+def load_hf(spec: str, checkpoint: str | None, user_shape: tuple[int, ...] | None, *,
+            max_length: int | None = None, hidden_state: bool = False) -> LoadedModel:
+    """``hf:DIR`` (an existing directory) or ``hf:ORG/NAME[@REV]`` (a hub repo, through the hub cache)."""
+    from .hf import load_hf_target
+
+    return load_hf_target(spec.split(":", 1)[1], checkpoint, user_shape, max_length=max_length,
+                          hidden_state=hidden_state)
 
 
 @SOURCES.register("pt2")
@@ -188,7 +217,8 @@ def scheme_of(spec: str | None) -> str:
         return "factory"
     raise ModelSourceError(
         f"cannot tell what kind of model {spec!r} is",
-        fix="use timm:NAME, hf:LOCAL_DIR, FILE.pt2, package.module:factory, or omit MODEL for the embedded default",
+        fix="use timm:NAME, hf:LOCAL_DIR, hf:ORG/NAME, FILE.pt2, package.module:factory, or omit MODEL for the "
+            "embedded default",
     )
 
 
@@ -207,27 +237,31 @@ def check_forward(loaded: LoadedModel) -> None:
 
 def resolve_model(spec: str | None = None, checkpoint: str | None = None,
                   input_shape: tuple[int, ...] | None = None, check: bool = True, *,
-                  max_length: int | None = None, hidden_state: bool = False) -> LoadedModel:
+                  max_length: int | None = None, hidden_state: bool = False, pretrained: bool = False) -> LoadedModel:
     """Turn a model spec into a :class:`LoadedModel` (eval mode), checking it runs.
 
-    ``max_length``/``hidden_state`` are text-model options (``hf:`` text models only).
+    ``max_length``/``hidden_state`` are text-model options (``hf:`` text models only);
+    ``pretrained`` loads timm's pretrained weights (``timm:`` models only), through the hub cache.
     """
     scheme = scheme_of(spec)
     if (max_length is not None or hidden_state) and scheme != "hf":
-        raise OptionError("--max-length and --hidden-state apply to Hugging Face text models (hf:DIR) only",
-                          fix=f"drop them for this {scheme} model")
+        raise OptionError("--max-length and --hidden-state apply to Hugging Face text models (hf:DIR, hf:ORG/NAME) "
+                          "only", fix=f"drop them for this {scheme} model")
+    if pretrained and scheme != "timm":
+        raise OptionError(f"--pretrained applies to timm:NAME models only, not this {scheme} model",
+                          fix="drop --pretrained: hf:ORG/NAME and timm:hf-hub:ORG/NAME load their hub weights "
+                              "already, other models take --checkpoint FILE")
     if checkpoint is not None and scheme not in ("default",) and not Path(checkpoint).is_file():
         from ..errors import CheckpointError
 
         raise CheckpointError(f"checkpoint {checkpoint!r} not found", fix="pass --checkpoint with an existing file")
+    kwargs: dict[str, Any] = {}
+    if scheme == "hf" and (max_length is not None or hidden_state):
+        kwargs = {"max_length": max_length, "hidden_state": hidden_state}
+    elif pretrained:
+        kwargs = {"pretrained": True}
     try:
-        if scheme == "hf" and (max_length is not None or hidden_state):
-            from .hf import load_hf_dir
-
-            loaded = load_hf_dir(str(spec).split(":", 1)[1], checkpoint, input_shape, max_length=max_length,
-                                 hidden_state=hidden_state)
-        else:
-            loaded = SOURCES.get(scheme)(spec or "default", checkpoint, input_shape)
+        loaded = SOURCES.get(scheme)(spec or "default", checkpoint, input_shape, **kwargs)
     except ImportError as exc:
         raise DependencyError(f"model source {scheme!r} needs a missing package ({exc.name or exc})",
                               fix="pip install 'pela-export[hf]'" if scheme == "hf" else f"pip install {exc.name}") from None

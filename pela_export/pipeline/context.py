@@ -132,7 +132,7 @@ def prepare(cfg: RunConfig, loaded: LoadedModel | None = None) -> Context:
     if loaded is None:
         log(f"resolving model {cfg.model.spec or 'default (embedded digits ViT)'}")
         loaded = resolve_model(cfg.model.spec, cfg.model.checkpoint, cfg.model.input_shape, max_length=cfg.model.max_length,
-                               hidden_state=cfg.model.hidden_state)
+                               hidden_state=cfg.model.hidden_state, pretrained=cfg.model.pretrained)
     out = Path(cfg.output.out) if cfg.output.out else default_out_dir(loaded.name)
     ensure_writable_dir(out)
     if cfg.output.out is None:

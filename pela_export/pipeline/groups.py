@@ -41,10 +41,14 @@ class ModelOptions(OptionGroup):
 
     TITLE = "model"
     spec: str | None = option(None, flag="MODEL", metavar="MODEL",
-                               help="timm:NAME | hf:LOCAL_DIR | FILE.pt2 | package.module:factory | default[:RECIPE]; "
-                                    "omitted: the embedded digits ViT (trained once, cached)")
+                               help="timm:NAME | timm:hf-hub:ORG/NAME | hf:LOCAL_DIR | hf:ORG/NAME | FILE.pt2 | "
+                                    "package.module:factory | default[:RECIPE]; hub repos come through the Hugging "
+                                    "Face hub cache; omitted: the embedded digits ViT (trained once, cached)")
     checkpoint: str | None = option(None, flag="--checkpoint",
                                     help="local weights for MODEL (state dict .pt/.pth/.safetensors)")
+    pretrained: bool = option(False, flag="--pretrained", action="store_true",
+                              help="timm:NAME only: timm's pretrained weights, through the Hugging Face hub cache "
+                                   "(downloaded when online; the cache offline, HF_HUB_OFFLINE=1); default: random")
     input_shape: tuple[int, ...] | None = option(
         None, flag="--input-shape", type=_shape,
         help="input shape without batch, e.g. 3,224,224 (default: from the model's config); for a text model: "
