@@ -237,7 +237,14 @@ def _dispatch(ns: argparse.Namespace) -> int:
     cfg = A.config_from_args(ns)
     stage = {"run": api.run, "compress": api.compress, "export": api.export, "bench": api.bench,
              "build": api.build, "package": api.package}[ns.command]
-    stage(cfg)
+    from ..train.distributed import RankDone, end_rank_unless_main
+
+    try:  # under torchrun only rank 0 writes: the other ranks train with it (run/compress --train), then end
+        if ns.command not in ("run", "compress") or cfg.train is None:
+            end_rank_unless_main(f"`{ns.command}` has no PELA training to share, so rank 0 runs it alone")
+        stage(cfg)
+    except RankDone as done:
+        print(f"pela-export: {done}", file=sys.stderr)
     return 0
 
 

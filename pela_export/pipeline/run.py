@@ -1,5 +1,8 @@
 """The composed pipeline: every registered stage (:data:`.stages.PIPELINE`) runs in order unless
-skipped; skipped stages reuse saved artifacts. The deployment bundle (package) is the last stage."""
+skipped; skipped stages reuse saved artifacts. The deployment bundle (package) is the last stage.
+
+Under torchrun, ranks other than 0 take part in PELA training only (the compress stage raises ``RankDone``
+on them after it); rank 0 alone runs the later stages and writes every file."""
 from __future__ import annotations
 
 import time
@@ -18,6 +21,10 @@ def run_pipeline(cfg: RunConfig, ctx: Context | None = None) -> dict[str, Any]:
     Returns output paths (``out``, ``report_json``/``report_md``, ``bundle``/``bundle_archive`` when those
     stages ran) and per-stage timings.
     """
+    if cfg.train is None or "compress" in cfg.skip:  # no training to share: torchrun ranks > 0 have nothing to do
+        from ..train.distributed import end_rank_unless_main
+
+        end_rank_unless_main("no PELA training in this run")
     ctx = ctx or prepare(cfg)
     running = [s for s in PIPELINE if s.name not in cfg.skip]
     missing = missing_inputs(running, cfg.skip, ctx.artifacts.stage_record)

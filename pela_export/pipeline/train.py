@@ -1,11 +1,15 @@
 """PELA intermediate training inside the compress stage: the frozen original
-teaches the factorized (or structured) student; accuracy before/after goes into the record."""
+teaches the factorized (or structured) student; accuracy before/after goes into the record.
+
+Under torchrun every process gets here and trains its share (:mod:`pela_export.train.distributed`);
+afterwards only rank 0 goes on to save and record, the others end with ``RankDone``."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import OptionError
@@ -41,8 +45,14 @@ def train_stage(ctx: Context, student: nn.Module, *, structured: bool = False) -
     from ..data.spec import data_choices, parse_data_spec
     from ..train import accuracy_fn, load_train_data, train_pela
     from ..train.data import open_train_data
+    from ..train.distributed import end_rank_unless_main, launch_env, per_rank_batch
 
     cfg, loaded = ctx.cfg, ctx.loaded
+    launch = launch_env()
+    per_rank_batch(cfg.train.batch_size, launch.world_size)  # before loading data: fail fast, on every rank
+    if launch.distributed and cfg.output.device == "cpu" and torch.cuda.is_available():
+        ctx.note("PELA training under torchrun on CPU processes (gloo) although CUDA is available: pass "
+                 "--device cuda to train on GPU cuda:LOCAL_RANK of each process with NCCL")
     tc = dataclasses.replace(cfg.train, checkpoint_dir=checkpoint_dir(ctx), device=cfg.output.device, progress=cfg.output.progress)
     tc.check_resume()
     source = cfg.data.train_data or cfg.data.eval_data or loaded.default_dataset
@@ -55,7 +65,7 @@ def train_stage(ctx: Context, student: nn.Module, *, structured: bool = False) -
     eval_fn = None
     eval_spec = cfg.data.eval_data or loaded.default_dataset
     kind = parse_data_spec(eval_spec, "--data").kind if eval_spec is not None else "random"
-    if kind != "random" and (len(loaded.input_shape) == 3 and kind != "text"
+    if launch.main and kind != "random" and (len(loaded.input_shape) == 3 and kind != "text"
                              or kind == "text" and loaded.spec.outputs[0].role == "logits"):
         test = open_train_data(eval_spec, loaded, "test", flag="--data", text_column=cfg.data.text_column,
                                label_column=cfg.data.label_column)
@@ -76,6 +86,13 @@ def train_stage(ctx: Context, student: nn.Module, *, structured: bool = False) -
         result = train_structured(student, ctx.original(), data, tc, scope=structured_scope, eval_fn=eval_fn)
     else:
         result = train_pela(student, ctx.original(), data, tc, eval_fn=eval_fn)
+    end_rank_unless_main("PELA training done")
+    if result.world_size > 1:
+        ctx.note(f"PELA training on {result.world_size} torchrun processes ({result.backend}): each took "
+                 f"{tc.batch_size // result.world_size} examples of every global batch of --batch-size {tc.batch_size}")
+    if result.resumed_world_size not in (None, result.world_size):
+        ctx.note(f"PELA training resumed from a checkpoint written by {result.resumed_world_size} process(es), "
+                 f"continued on {result.world_size} (same global batches)")
     after = eval_fn(student) if eval_fn else None
     return {
         "config": dataclasses.asdict(tc),
@@ -88,4 +105,7 @@ def train_stage(ctx: Context, student: nn.Module, *, structured: bool = False) -
         "seconds": round(result.seconds, 2),
         "resumed_from_epoch": result.resumed_from_epoch,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "distributed": {"world_size": result.world_size, "backend": result.backend,
+                        "per_process_batch": tc.batch_size // result.world_size,
+                        "resumed_world_size": result.resumed_world_size},
     }

@@ -7,18 +7,27 @@ NumPy, Python, and the generator that orders the data). Restoring all of it
 makes a resumed run produce the same weights, bit for bit, as one that was
 never interrupted (same device and thread count). Files are written through
 :func:`atomic_path`, so a run killed mid-write leaves the previous checkpoint.
+
+Under torchrun only rank 0 writes (the others wait at a barrier) and only rank 0
+reads, then sends the content to the others, so nodes need no shared disk. Nothing
+in a checkpoint depends on the number of processes: the world size that wrote it is
+recorded (``world_size``), and each rank's RNG states (``rng_ranks``) are restored
+only when resuming on as many processes.
 """
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .._io import atomic_path
-from ..errors import ArtifactError, CheckpointError
+from ..errors import ArtifactError, CheckpointError, PelaExportError
+
+if TYPE_CHECKING:
+    from .distributed import Session
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "pela-train-last.pt"
@@ -32,28 +41,31 @@ def checkpoint_path(directory: str | Path) -> Path:
     return Path(directory).expanduser() / CHECKPOINT_NAME
 
 
-def capture_rng(data_generator: torch.Generator) -> dict[str, Any]:
-    """Every RNG state training consumes, in a form ``torch.load(weights_only=True)`` accepts."""
+def capture_rng(data_state: torch.Tensor) -> dict[str, Any]:
+    """Every RNG state training consumes, in a form ``torch.load(weights_only=True)`` accepts.
+
+    ``data_state`` is the data-order generator's state; the order is recomputed from the seed and the
+    epoch on resume, so it is kept for the record, not restored.
+    """
     name, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [name, torch.from_numpy(np.asarray(key, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)],
         "python": random.getstate(),
-        "data": data_generator.get_state(),
+        "data": data_state,
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(state: dict[str, Any], data_generator: torch.Generator) -> None:
-    """Inverse of :func:`capture_rng`."""
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng` (the data order comes from the seed and epoch, see its docstring)."""
     torch.set_rng_state(state["torch"])
     name, key, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
-    data_generator.set_state(state["data"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -103,3 +115,20 @@ def check_fingerprint(blob: dict[str, Any], fingerprint: dict[str, Any], path: s
             f"cannot resume from {str(path)!r}: it was written with a different configuration: {'; '.join(diffs)}",
             fix="resume with the same training options and data, or run without --resume "
                 "(or with another --checkpoint-dir) to start over")
+
+
+def load_for_resume(path: Path, fingerprint: dict[str, Any], sess: Session) -> dict[str, Any] | None:
+    """Rank 0 reads and checks the checkpoint (None when there is none yet) and every rank gets the result,
+    or the same error, so no rank waits for a peer that has failed."""
+    blob, error = None, None
+    if sess.main:
+        try:
+            if path.is_file():
+                blob = load_checkpoint(path)
+                check_fingerprint(blob, fingerprint, path)
+        except PelaExportError as exc:
+            blob, error = None, exc
+    blob, error = sess.broadcast((blob, error))
+    if error is not None:
+        raise error
+    return blob

@@ -71,13 +71,16 @@ class TrainData:
         n = len(self)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            if isinstance(self.x, Mapping):  # text: each batch cut to its longest row
-                yield trim_padding({k: v[idx] for k, v in self.x.items()}), (self.y[idx] if self.y is not None else None)
-            elif self.x is not None:
-                yield self.x[idx], (self.y[idx] if self.y is not None else None)
-            else:
-                yield self._collate([self.dataset[int(i)] for i in idx])  # type: ignore[index]
+            yield self.take(order[start:start + batch_size])
+
+    def take(self, idx: torch.Tensor, like: torch.Tensor | None = None) -> Batch:
+        """The batch of examples ``idx``; text is cut to the longest row of ``like`` (the global batch that
+        ``idx`` is one rank's share of under torchrun, so every rank runs the sequence length one process would)."""
+        if isinstance(self.x, Mapping):  # text: each batch cut to its longest row
+            return _text_rows(self.x, idx, like), (self.y[idx] if self.y is not None else None)
+        if self.x is not None:
+            return self.x[idx], (self.y[idx] if self.y is not None else None)
+        return self._collate([self.dataset[int(i)] for i in idx])  # type: ignore[index]
 
     def _collate(self, items: list[Any]) -> Batch:
         if self.labelled:
@@ -86,6 +89,16 @@ class TrainData:
             return xs, ys
         xs = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
         return torch.stack([torch.as_tensor(x) for x in xs]).float(), None
+
+
+def _text_rows(x: Mapping[str, torch.Tensor], idx: torch.Tensor, like: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Rows ``idx`` of tokenized text, cut to the longest row of ``like`` (else of ``idx``)."""
+    rows = {k: v[idx] for k, v in x.items()}
+    if like is None or "attention_mask" not in rows:
+        return trim_padding(rows)
+    width = trim_padding({"attention_mask": x["attention_mask"][like]})["attention_mask"].shape[1]
+    seq = rows["attention_mask"].shape[1]
+    return {k: (v[:, :width] if v.ndim >= 2 and v.shape[1] == seq else v) for k, v in rows.items()}
 
 
 def from_arrays(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None = None,

@@ -132,13 +132,16 @@ class PelaLoss:
 
     def __init__(self, student: nn.Module, teacher: nn.Module, *, alpha: float = 1.0, beta: float = 0.0,
                  lam: float = 0.1, eps: float = 0.0, temperature: float = 2.0,
-                 blocks: str | Sequence[str] | None = None) -> None:
+                 blocks: str | Sequence[str] | None = None, runner: nn.Module | None = None) -> None:
         for label, v in (("alpha", alpha), ("beta", beta), ("lam", lam), ("eps", eps)):
             if not v >= 0:
                 raise OptionError(f"{label} must be >= 0, got {v}", fix=f"pass a non-negative --{label}")
         if not temperature > 0:
             raise OptionError(f"temperature must be > 0, got {temperature}", fix="pass --temperature 2 (or > 0)")
         self.student, self.teacher = student, teacher
+        # the module whose forward runs the student: a DistributedDataParallel wrapper under torchrun, so its
+        # gradients are averaged across ranks (hooks and factor pairs stay on the unwrapped student)
+        self.runner = runner if runner is not None else student
         self.alpha, self.beta, self.lam, self.eps, self.temperature = alpha, beta, lam, eps, temperature
         self.blocks = find_blocks(teacher, blocks) if alpha > 0 else []
         student_names = {n for n, _ in student.named_modules()}
@@ -169,7 +172,7 @@ class PelaLoss:
             raise RuntimeError("PelaLoss must be used inside `with loss:` (hooks are not attached)")
         with torch.no_grad():
             t_logits = first_tensor(self.teacher(**x) if isinstance(x, Mapping) else self.teacher(x))
-        s_logits = first_tensor(self.student(**x) if isinstance(x, Mapping) else self.student(x))
+        s_logits = first_tensor(self.runner(**x) if isinstance(x, Mapping) else self.runner(x))
         if s_logits is None or t_logits is None:
             raise OptionError("the model returned no tensor output", fix="train a model whose forward returns logits")
         zero = s_logits.new_zeros((), dtype=torch.float32)
