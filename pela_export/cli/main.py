@@ -104,7 +104,7 @@ def _workstation_commands(subs: argparse._SubParsersAction) -> None:
     _sub(subs, "run", "all stages in order: compress, export, simplify, verify, precision, build, bench, report, package",
          (*common, A.add_compress_args, A.add_calib_args, A.add_train_args, A.add_export_args,
           A.add_precision_args, A.add_trt_args, A.add_bench_args, A.add_skip_args))
-    _sub(subs, "compress", "factorize eligible linears (optionally PELA-train them) and save the model + rank table",
+    _sub(subs, "compress", "factorize eligible Linear and Conv2d layers (optionally PELA-train them) and save the model + rank table",
          (*common, A.add_compress_args, A.add_calib_args, A.add_train_args))
     _sub(subs, "export", "trace original and compressed to ONNX, simplify, and verify against PyTorch",
          (*common, A.add_compress_args, A.add_export_args))
@@ -230,6 +230,7 @@ def _dispatch(ns: argparse.Namespace) -> int:
         print(api.inspect(ns.spec, checkpoint=ns.checkpoint, input_shape=ns.input_shape,
                           ratio=ns.ratio, method=ns.method or "svd", rank_policy=ns.rank_policy,
                           align=ns.align, include=ns.include, exclude=ns.exclude,
+                          conv_decomposition=ns.conv_decomposition,
                           structure_spec=A.structure_spec_of(ns.out, ns.structure_spec), tokens=ns.tokens,
                           remeasure=ns.remeasure, max_length=ns.max_length, hidden_state=ns.hidden_state,
                           pretrained=ns.pretrained))

@@ -7,7 +7,10 @@ architecture without per-family code: a block is an indexed child of a
 or ``layers`` (timm ViT/DeiT ``blocks.N``, timm Swin ``layers.N.blocks.M``,
 HF ``encoder.layer.N`` / ``*.layers.N``). Where such containers nest (Swin
 stages hold blocks), only the innermost level is kept: those are the blocks
-whose outputs are token features. ``--distill-blocks GLOB`` overrides the search.
+whose outputs are token features. Models without such names (ResNet's
+``layer1.0``, a user's own ``nn.Sequential``) fall back to the repeated blocks
+that layer selection finds (:mod:`pela_export.lowrank.structure`).
+``--distill-blocks GLOB`` overrides the search.
 """
 from __future__ import annotations
 
@@ -47,6 +50,16 @@ def _automatic_blocks(model: nn.Module) -> list[str]:
     return [c for c in candidates if not any(o.startswith(c + ".") for o in candidates)]
 
 
+def _structural_blocks(model: nn.Module) -> list[str]:
+    """The innermost repeated blocks holding a factorizable (or factorized) layer, in module order."""
+    from ..lowrank.kinds import is_candidate
+    from ..lowrank.layer import LowRankLayer
+    from ..lowrank.structure import find_blocks as repeated_blocks
+
+    _, inner = repeated_blocks(model, lambda m: is_candidate(m) or isinstance(m, LowRankLayer), (LowRankLayer,))
+    return inner
+
+
 def find_blocks(model: nn.Module, patterns: str | Sequence[str] | None = None) -> list[str]:
     """Qualified names of the modules whose outputs are distilled, in module order.
 
@@ -66,11 +79,11 @@ def find_blocks(model: nn.Module, patterns: str | Sequence[str] | None = None) -
                 f"(module names look like: {sample}, ...)",
                 fix=f"pass {DISTILL_FLAG} with a glob matching the block module names")
         return names
-    names = _automatic_blocks(model)
+    names = _automatic_blocks(model) or _structural_blocks(model)
     if not names:
         raise OptionError(
             f"found no transformer blocks in {type(model).__name__}: no ModuleList/Sequential named "
-            f"{', '.join(sorted(BLOCK_CONTAINERS))} with indexed children",
+            f"{', '.join(sorted(BLOCK_CONTAINERS))} with indexed children, and no repeated blocks in its module tree",
             fix=f"pass {DISTILL_FLAG} GLOB naming the block modules (e.g. 'encoder.block.*'), "
                 "or set alpha to 0 to train without feature distillation")
     return names

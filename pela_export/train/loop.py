@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from .._progress import make_progress
 from ..errors import CheckpointError, OptionError
-from ..lowrank.layer import LowRankLinear
+from ..lowrank.layer import LowRankLayer
 from .checkpoint import capture_rng, checkpoint_path, load_for_resume, restore_rng, save_checkpoint
 from .config import TrainConfig, fingerprint_hash
 from .data import TrainData, batch_to, from_torch_dataset
@@ -62,10 +62,10 @@ def _set_scope(student: nn.Module, scope: str) -> list[nn.Parameter]:
             raise OptionError("no parameter of the student requires grad, so scope 'trainable' would train nothing",
                               fix="mark the parameters to train with requires_grad_(True), or use scope 'all'")
         return params
-    factors = [m for m in student.modules() if isinstance(m, LowRankLinear)]
+    factors = [m for m in student.modules() if isinstance(m, LowRankLayer)]
     if scope == "factors":
         if not factors:
-            raise OptionError("the student has no LowRankLinear layers, so scope 'factors' would train nothing",
+            raise OptionError("the student has no factorized (low-rank) layers, so scope 'factors' would train nothing",
                               fix="factorize the model first (factorize_model), or pass --train-scope all")
         student.requires_grad_(False)
         for m in factors:
@@ -191,7 +191,7 @@ def _run(student: nn.Module, teacher: nn.Module, data: TrainData, cfg: TrainConf
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    n_factors = sum(isinstance(m, LowRankLinear) for m in student.modules())
+    n_factors = sum(isinstance(m, LowRankLayer) for m in student.modules())
     fingerprint = cfg.fingerprint(train_size=len(data), labelled=data.labelled, factorized_layers=n_factors,
                                   trainable_params=sum(p.numel() for p in params))
     ckpt = checkpoint_path(cfg.checkpoint_dir) if cfg.checkpoint_dir is not None else None

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ArtifactError, OptionError
-from ..lowrank.layer import LowRankLinear
+from ..lowrank.layer import LowRankLayer
 from .blocks import capture_outputs, find_blocks, first_tensor
 
 __all__ = ["LossTerms", "PelaLoss", "feature_loss", "find_blocks", "logit_kl", "weight_perturbation"]
@@ -77,12 +77,12 @@ def logit_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -
 
 
 def _dense_weight(module: nn.Module) -> torch.Tensor:
-    return module.weight_product if isinstance(module, LowRankLinear) else module.weight  # type: ignore[return-value]
+    return module.weight_product if isinstance(module, LowRankLayer) else module.weight  # type: ignore[return-value]
 
 
 def _student_weight(module: nn.Module) -> torch.Tensor:
     """The dense matrix a compressed layer applies: U·V, or a structured layer's effective weight."""
-    if isinstance(module, LowRankLinear):
+    if isinstance(module, LowRankLayer):
         return module.weight_product
     return module.effective_weight()  # type: ignore[operator]
 
@@ -98,15 +98,15 @@ def factor_pairs(student: nn.Module, teacher: nn.Module) -> list[tuple[str, nn.M
     pairs = []
     outer: list[str] = []
     for name, module in student.named_modules():
-        if not isinstance(module, (LowRankLinear, StructuredLinear)) or any(name.startswith(o + ".") for o in outer):
+        if not isinstance(module, (LowRankLayer, StructuredLinear)) or any(name.startswith(o + ".") for o in outer):
             continue
         outer.append(name)
         try:
             ref = teacher.get_submodule(name)
         except AttributeError:
             ref = None
-        if not isinstance(ref, (nn.Linear, LowRankLinear)) or \
-                (ref.in_features, ref.out_features) != (module.in_features, module.out_features):
+        if not isinstance(ref, (nn.Linear, nn.Conv2d, LowRankLayer)) or \
+                tuple(_dense_weight(ref).shape) != tuple(_student_weight(module).shape):
             raise ArtifactError(
                 f"factorized layer {name!r} ({module.out_features}x{module.in_features}) has no dense "
                 f"layer of the same name and shape in the teacher (found {type(ref).__name__})",

@@ -89,3 +89,14 @@ def test_first_tensor_variants():
     assert first_tensor((None, [t])) is t
     assert first_tensor({"a": None, "b": t}) is t
     assert first_tensor(None) is None
+
+
+def test_resnet_blocks_come_from_the_module_tree():
+    timm = pytest.importorskip("timm")
+    from pela_export.lowrank import factorize_model
+    from pela_export.train.blocks import find_blocks
+
+    model = timm.create_model("resnet18", pretrained=False)
+    want = [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+    assert find_blocks(model) == want  # no container named blocks/layer/layers: the repeated BasicBlocks
+    assert find_blocks(factorize_model(model, ratio=2).model) == want  # the same on the factorized student
