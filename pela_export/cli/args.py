@@ -91,7 +91,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train", action="store_true", help="train the compressed model after factorizing")
     g.add_argument("--train-data", help=_data_help("train", "training data"))
     g.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
-    g.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
+    g.add_argument("--batch-size", type=int, default=64, help="global training batch size, split evenly across torchrun processes (default 64)")
     g.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3; cosine schedule)")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up epochs (default 1)")
