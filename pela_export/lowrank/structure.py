@@ -69,8 +69,9 @@ def find_blocks(model: nn.Module, is_layer: Callable[[nn.Module], bool] = _is_li
     """(all repeated blocks, innermost ones) that hold at least one layer.
 
     A block is a member of a run of same-typed siblings that is not itself a layer (containers count only
-    as children of a container), or any other instance of such a (non-container) type: a Swin stage with
-    a single block still holds a block.
+    as children of a container), any other instance of such a (non-container) type (a Swin stage with a
+    single block still holds a block), or a non-container sibling of such a run inside a container (the
+    last, differently typed block of an EfficientFormer stage).
     """
     modules = list(walk(model, opaque))
     layers = [n for n, m in modules if n and is_layer(m)]
@@ -80,8 +81,12 @@ def find_blocks(model: nn.Module, is_layer: Callable[[nn.Module], bool] = _is_li
         if name and isinstance(parent, opaque):
             continue
         for run in _runs(parent, name):  # named containers side by side (stem, stages) are not a run of blocks
-            members.update(n for n, m in run if not is_layer(m) and n in holders
-                           and (_generic(parent) or not _generic(m)))
+            found = [n for n, m in run if not is_layer(m) and n in holders and (_generic(parent) or not _generic(m))]
+            members.update(found)
+            if found and _generic(parent):  # the other blocks of this container, of another type
+                members.update(f"{name}.{c}" if name else c for c, m in parent.named_children()
+                               if not is_layer(m) and not _generic(m)
+                               and (f"{name}.{c}" if name else c) in holders)
     types = {type(m) for n, m in modules if n in members and not _generic(m)}
     blocks = [n for n, m in modules if n in holders and (n in members or type(m) in types)]
     inner = [b for b in blocks if not any(_within(o, b) for o in blocks)]
@@ -93,13 +98,20 @@ def has_repeated_blocks(model: nn.Module, opaque: tuple[type, ...] = ()) -> bool
     return bool(find_blocks(model, lambda m: next(m.children(), None) is None, opaque)[0])
 
 
+# Type names of modules that compute with what they hold, whatever else the name says (ConvMlpWithNorm,
+# GlobalResponseNormMlp are MLPs): a layer below one is never "part of a norm layer".
+_COMPUTE_WORDS = ("mlp", "ffn", "attn", "attention", "block", "conv")
+
+
 def _kind(model: nn.Module, name: str, words: tuple[str, ...], below: str | None) -> str | None:
-    """The type name of the first ancestor of ``name`` (under ``below``) whose type name holds one of ``words``."""
+    """The type name of the first ancestor of ``name`` (under ``below``) whose type name holds one of ``words``
+    and none of :data:`_COMPUTE_WORDS`."""
     parts = name.split(".")
     for i in range(below.count(".") + 2 if below else 1, len(parts)):
-        module = model.get_submodule(".".join(parts[:i]))
-        if any(w in type(module).__name__.lower() for w in words):
-            return type(module).__name__
+        kind = type(model.get_submodule(".".join(parts[:i]))).__name__
+        low = kind.lower()
+        if any(w in low for w in words) and not any(c in low for c in _COMPUTE_WORDS):
+            return kind
     return None
 
 

@@ -89,3 +89,16 @@ def test_compress_of_empty_selection_names_the_flag(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert code == 2 and "matches no --include glob" in err and "--include" in err
     assert not (tmp_path / "o" / "compressed.pt").exists()
+
+
+def test_mlp_types_named_norm_are_not_norm_layers() -> None:
+    chosen, left = _split(timm.create_model("convnextv2_atto", pretrained=False))  # GlobalResponseNormMlp
+    assert len(chosen) == 2 * 12 and "stages.0.blocks.0.mlp.fc1" in chosen
+    assert not any("norm layer" in why for why in left.values())
+
+
+def test_odd_block_after_a_run_in_the_same_container() -> None:
+    model = timm.create_model("efficientformer_l1", pretrained=False)  # ConvMlpWithNorm; last stage ends Flat, MetaBlock1d
+    chosen, left = _split(model)
+    assert "stages.3.blocks.4.token_mixer.qkv" in chosen and "stages.0.blocks.0.mlp.fc1" in chosen
+    assert left["stages.3.downsample.conv"].startswith("outside the repeated blocks of stages.3")
