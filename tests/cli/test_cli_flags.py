@@ -32,6 +32,8 @@ OTHER_TOOLS: dict[str, str] = {
     "--format": "nvidia-smi: CSV output of that query",
     "--runtime": "docker: `--runtime nvidia` in the fix for a container without GPU access",
     "--version": "nvcc --version in the cuda-python fix (pela-export --version exists too)",
+    "--nproc-per-node": "torchrun: processes per node, in the DDP messages (train/distributed.py)",
+    "--nnodes": "torchrun: number of nodes, in the DDP messages (train/distributed.py)",
 }
 
 # "--precision VALUE" suggestions (a value looks like fp16, int8, fp16+int8 or auto, alone or in a , or | list;
