@@ -10,6 +10,10 @@ Some architectures compute with a layer's parameters rather than through it, e.g
 * any other use (a transpose, a concatenation, a conv kernel): the layer stays dense, with that reason.
 
 Never a crash inside torch.export because a weight disappeared.
+
+The same trial (run twice, on different inputs) finds layers whose input does not depend on the model's input
+(SwinV2's continuous position-bias MLP, fed by fixed coordinates): the exporter folds them into a constant table,
+so factorizing them saves nothing in the graph and only breaks the factor check. They stay dense, with that reason.
 """
 from __future__ import annotations
 
@@ -107,7 +111,16 @@ class _ProbeWeight:
         return func(*(real(a) for a in args), **{k: real(v) for k, v in kwargs.items()})
 
 
-def _probe_class(cls: type[nn.Module], seen: dict[str, DirectRead], name: str) -> type[nn.Module]:
+def _fingerprint(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    if x is None or not x.is_floating_point():
+        return None
+    flat = x.detach().reshape(-1).double()
+    return (tuple(x.shape), float(flat.sum()), float((flat * flat).sum()), tuple(flat[:8].tolist()))
+
+
+def _probe_class(cls: type[nn.Module], seen: dict[str, DirectRead], name: str,
+                 inputs: dict[str, list[tuple[Any, ...] | None]]) -> type[nn.Module]:
     """A subclass of ``cls`` handing out probes for reads of ``weight`` not made by its own ``forward``."""
     linear = issubclass(cls, nn.Linear)
 
@@ -122,6 +135,7 @@ def _probe_class(cls: type[nn.Module], seen: dict[str, DirectRead], name: str) -
         return _ProbeWeight(value, seen[name], linear)
 
     def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        inputs.setdefault(name, []).append(_fingerprint(args))
         self.__dict__["_pela_in_forward"] = True
         try:
             return cls.forward(self, *args, **kwargs)
@@ -131,23 +145,45 @@ def _probe_class(cls: type[nn.Module], seen: dict[str, DirectRead], name: str) -
     return type(cls.__name__, (cls,), {"__getattr__": __getattr__, "forward": forward})
 
 
-def find_direct_weight_reads(model: nn.Module, names: Iterable[str],
-                             run: Callable[[nn.Module], object]) -> dict[str, DirectRead]:
-    """``{layer name: DirectRead}`` over one call of ``run(model)``; the model is restored.
+@dataclass
+class TrialFindings:
+    """What the trial forwards showed: direct weight reads, and layers fed the same input whatever the model's."""
 
-    An exception in the trial forward propagates (the model itself cannot run on these inputs).
-    """
-    seen: dict[str, DirectRead] = {}
+    reads: dict[str, DirectRead] = field(default_factory=dict)
+    constant_input: set[str] = field(default_factory=set)
+
+
+CONSTANT_INPUT_REASON = ("its input does not depend on the model's input (e.g. a position-bias MLP fed by fixed "
+                         "coordinates): the exporter folds it into a constant table, so factorizing saves nothing; "
+                         "left dense")
+
+
+def probe_layers(model: nn.Module, names: Iterable[str], run: Callable[[nn.Module], object],
+                 runs: int = 2) -> TrialFindings:
+    """Call ``run(model)`` ``runs`` times (it should feed different inputs each time) with every layer in ``names``
+    probed; the model is restored. An exception in a trial forward propagates (the model cannot run at all)."""
+    found = TrialFindings()
+    inputs: dict[str, list[tuple[Any, ...] | None]] = {}
     swapped: list[tuple[nn.Module, type[nn.Module]]] = []
     try:
         for name in names:
             module = model.get_submodule(name)
             cls = type(module)
-            module.__class__ = _probe_class(cls, seen, name)
+            module.__class__ = _probe_class(cls, found.reads, name, inputs)
             swapped.append((module, cls))
-        run(model)
+        for _ in range(runs):
+            run(model)
     finally:
         for module, cls in swapped:
             module.__class__ = cls
             module.__dict__.pop("_pela_in_forward", None)
-    return seen
+    if runs > 1:
+        found.constant_input = {n for n, seen in inputs.items()
+                                if len(seen) >= runs and seen[0] is not None and all(f == seen[0] for f in seen)}
+    return found
+
+
+def find_direct_weight_reads(model: nn.Module, names: Iterable[str],
+                             run: Callable[[nn.Module], object]) -> dict[str, DirectRead]:
+    """``{layer name: DirectRead}`` over one call of ``run(model)``."""
+    return probe_layers(model, names, run, runs=1).reads

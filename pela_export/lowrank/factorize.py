@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import OptionError
 from .decompose import DECOMPOSITIONS, Decomposition, relative_error
 from .conv import CONV_DECOMPOSITIONS, DEFAULT_CONV_DECOMPOSITION
-from .direct import DirectRead, find_direct_weight_reads
+from .direct import CONSTANT_INPUT_REASON, DirectRead, probe_layers
 from .kinds import factorized, layer_kind, layer_matrix, matrix_shape, param_count
 from .layer import dense_params, lowrank_params
 from .ranks import (DEFAULT_RATIO, RANK_ALLOCATORS, AllocationInputs, LayerShape, align_rank, check_ratio,
@@ -125,8 +125,9 @@ def factorize_model(
     ``ratio`` None is :data:`~.ranks.DEFAULT_RATIO` for a policy that reads a ratio; a policy
     that does not records ``ratio=None`` (the result never claims a k it did not use).
     ``conv_decomposition`` (``channel`` default, ``spatial``) says how a convolution becomes a matrix.
-    ``trial(model)`` runs one forward pass: layers whose ``.weight`` the model reads directly during it
-    stay dense with that reason (see :mod:`.direct`).
+    ``trial(model)`` runs one forward pass (on different inputs each call; it is called twice): layers whose
+    ``.weight`` the model reads directly, or whose input does not change with the model's, stay dense with the
+    reason (see :mod:`.direct`).
     """
     conv = CONV_DECOMPOSITIONS.get(conv_decomposition).name if conv_decomposition is not None else None
     policy = RANK_ALLOCATORS.get(rank_policy)
@@ -143,8 +144,8 @@ def factorize_model(
     inc, exc = selection_rule(include, exclude)
     selected = select_layers(target, inc, exc)
     order = {n: i for i, (n, _) in enumerate(selected)}
-    direct = _direct_reads(target, selected, trial)
-    dense = {n: r for n, r in direct.items() if not r.served}
+    direct, constant = _trial_findings(target, selected, trial)
+    dense = {n: r.reason() for n, r in direct.items() if not r.served} | dict.fromkeys(constant, CONSTANT_INPUT_REASON)
     selected = [(n, m) for n, m in selected if n not in dense]
     shapes = [LayerShape(n, *matrix_shape(m, conv)[::-1], m.bias is not None) for n, m in selected]
     if DECOMPOSITIONS.get(method).data_aware:  # fail before any SVD, naming the first layer without statistics
@@ -164,11 +165,11 @@ def factorize_model(
     has_conv = any(isinstance(m, nn.Conv2d) for _, m in selected)
     result = CompressionResult(target, ratio, method, rank_policy, align, inc, exc,
                                conv_decomposition=(conv or DEFAULT_CONV_DECOMPOSITION) if has_conv else None)
-    for name, read in dense.items():
+    for name, why in dense.items():
         layer = target.get_submodule(name)
         out_f, in_f = matrix_shape(layer, conv)
         result.layers.append(LayerRecord(name, in_f, out_f, layer.bias is not None, None, param_count(layer),
-                                         param_count(layer), None, "skipped", read.reason(),
+                                         param_count(layer), None, "skipped", why,
                                          kind=layer_kind(layer, conv)))
     result.policy_inputs = _policy_inputs(method, alpha, energy, param_budget, cands, probe, stats, selected)
     for (name, layer), shape in zip(selected, shapes):
@@ -199,16 +200,18 @@ def factorize_model(
     return result
 
 
-def _direct_reads(model: nn.Module, selected: list[tuple[str, nn.Module]],
-                  trial: Callable[[nn.Module], object] | None) -> dict[str, DirectRead]:
-    """Selected layers whose weight the model reads directly in one trial forward (eval, no grad)."""
+def _trial_findings(model: nn.Module, selected: list[tuple[str, nn.Module]],
+                    trial: Callable[[nn.Module], object] | None) -> tuple[dict[str, DirectRead], set[str]]:
+    """Selected layers whose weight the model reads directly, and those fed a constant input, over two
+    trial forwards (eval, no grad)."""
     if trial is None or not selected:
-        return {}
+        return {}, set()
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            return find_direct_weight_reads(model, [n for n, _ in selected], trial)
+            found = probe_layers(model, [n for n, _ in selected], trial)
+            return found.reads, found.constant_input
     finally:
         for m, flag in flags:
             m.training = flag

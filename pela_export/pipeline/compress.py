@@ -2,6 +2,7 @@
 (``--structure KIND``: a structured model instead, see :mod:`.compress_structured`)."""
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from torch import nn
@@ -19,9 +20,11 @@ from .records import CompressRecord
 
 
 def trial_forward(loaded: LoadedModel) -> Callable[[nn.Module], object]:
-    """One forward pass on dummy inputs: finds layers whose weight the model code reads directly."""
-    inputs = loaded.dummy_inputs(2)
-    return lambda model: model(*inputs)
+    """One forward pass on dummy inputs, different ones on each call: finds layers whose weight the model code
+    reads directly, and layers whose input does not depend on the model's."""
+    batches = [loaded.dummy_inputs(2, seed=seed) for seed in (0, 1)]
+    calls = itertools.count()
+    return lambda model: model(*batches[next(calls) % 2])
 
 
 def _check_conv_option(ctx: Context) -> None:

@@ -79,3 +79,27 @@ def test_export_keeps_factors_of_the_served_layer(dynamo: bool, tmp_path: Path) 
     assert check.ok and check.lowrank_layers == 4
     got = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
     np.testing.assert_allclose(got, model(x).detach().numpy(), atol=1e-5, rtol=1e-4)
+
+
+class BiasMLPBlock(nn.Module):
+    """SwinV2-style: an MLP on fixed coordinates (a buffer) makes an additive bias; the exporter folds it."""
+
+    def __init__(self, d: int = 48) -> None:
+        super().__init__()
+        self.register_buffer("coords", torch.linspace(-1, 1, 5 * 64).reshape(5, 64))
+        self.meta = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, d))
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc(x) + self.meta(self.coords)
+
+
+def test_layers_fed_constants_stay_dense() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(BiasMLPBlock(), BiasMLPBlock()).eval()
+    res = factorize_model(model, ratio=2, include=["*.meta.*", "*.fc"], trial=_trial)
+    status = {r.name: (r.status, r.reason) for r in res.layers}
+    assert status["0.meta.0"][0] == "skipped" and "does not depend on the model's input" in status["0.meta.0"][1]
+    assert status["1.meta.2"][0] == "skipped" and status["1.fc"] == ("factorized", "")
+    same = factorize_model(model, ratio=2, include=["*.meta.*", "*.fc"], trial=lambda m: m(torch.ones(2, 5, 48)))
+    assert all(r.status == "skipped" for r in same.layers)  # why the trial must vary its inputs
