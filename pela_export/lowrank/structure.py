@@ -71,24 +71,31 @@ def find_blocks(model: nn.Module, is_layer: Callable[[nn.Module], bool] = _is_li
     A block is a member of a run of same-typed siblings that is not itself a layer (containers count only
     as children of a container), any other instance of such a (non-container) type (a Swin stage with a
     single block still holds a block), or a non-container sibling of such a run inside a container (the
-    last, differently typed block of an EfficientFormer stage).
+    last, differently typed block of an EfficientFormer stage). Runs inside a container (``blocks.0``,
+    ``blocks.1``) are the model's body; runs of named attributes (CoaT's ``patch_embed1..4``, MaxViT's
+    ``attn_block``/``attn_grid``) count only where no container-held block encloses or holds them.
     """
     modules = list(walk(model, opaque))
     layers = [n for n, m in modules if n and is_layer(m)]
     holders = {n.rsplit(".", i)[0] for n in layers for i in range(1, n.count(".") + 1)}
-    members: set[str] = set()
+    indexed: set[str] = set()  # members of runs inside containers
+    named: set[str] = set()  # members of runs of named attributes
     for name, parent in modules:
         if name and isinstance(parent, opaque):
             continue
         for run in _runs(parent, name):  # named containers side by side (stem, stages) are not a run of blocks
             found = [n for n, m in run if not is_layer(m) and n in holders and (_generic(parent) or not _generic(m))]
-            members.update(found)
+            (indexed if _generic(parent) else named).update(found)
             if found and _generic(parent):  # the other blocks of this container, of another type
-                members.update(f"{name}.{c}" if name else c for c, m in parent.named_children()
+                indexed.update(f"{name}.{c}" if name else c for c, m in parent.named_children()
                                if not is_layer(m) and not _generic(m)
                                and (f"{name}.{c}" if name else c) in holders)
-    types = {type(m) for n, m in modules if n in members and not _generic(m)}
-    blocks = [n for n, m in modules if n in holders and (n in members or type(m) in types)]
+    strong_types = {type(m) for n, m in modules if n in indexed and not _generic(m)}
+    weak_types = {type(m) for n, m in modules if n in named and not _generic(m)}
+    strong = [n for n, m in modules if n in holders and (n in indexed or type(m) in strong_types)]
+    weak = [n for n, m in modules if n in holders and n not in strong and (n in named or type(m) in weak_types)
+            and not any(_within(n, s) or _within(s, n) for s in strong)]
+    blocks = sorted(set(strong) | set(weak), key=[n for n, _ in modules].index)
     inner = [b for b in blocks if not any(_within(o, b) for o in blocks)]
     return blocks, inner
 
@@ -98,9 +105,9 @@ def has_repeated_blocks(model: nn.Module, opaque: tuple[type, ...] = ()) -> bool
     return bool(find_blocks(model, lambda m: next(m.children(), None) is None, opaque)[0])
 
 
-# Type names of modules that compute with what they hold, whatever else the name says (ConvMlpWithNorm,
+# Type names of modules that compute with what they hold, whatever else the name says (ConvMlpWithNorm, LinearNorm,
 # GlobalResponseNormMlp are MLPs): a layer below one is never "part of a norm layer".
-_COMPUTE_WORDS = ("mlp", "ffn", "attn", "attention", "block", "conv")
+_COMPUTE_WORDS = ("mlp", "ffn", "attn", "attention", "block", "conv", "linear")
 
 
 def _kind(model: nn.Module, name: str, words: tuple[str, ...], below: str | None) -> str | None:
@@ -129,7 +136,8 @@ def place_layers(model: nn.Module, is_layer: Callable[[nn.Module], bool] = _is_l
     for name in layers:
         home = max((b for b in blocks if _within(name, b)), key=len, default=None)
         inside = home is not None  # type-name hints only below a block; outside, the position says enough
-        embed = _kind(model, name, ("embed",), home) if inside else None
+        embed = (type(model.get_submodule(home)).__name__ if inside and "embed" in type(model.get_submodule(home)).__name__.lower()
+                 else _kind(model, name, ("embed",), home) if inside else None)
         norm = _kind(model, name, ("norm",), home) if inside else None
         if embed is not None:
             out.append(Placement(name, None, f"embedding (inside {embed})"))

@@ -102,3 +102,15 @@ def test_odd_block_after_a_run_in_the_same_container() -> None:
     chosen, left = _split(model)
     assert "stages.3.blocks.4.token_mixer.qkv" in chosen and "stages.0.blocks.0.mlp.fc1" in chosen
     assert left["stages.3.downsample.conv"].startswith("outside the repeated blocks of stages.3")
+
+
+def test_indexed_blocks_win_over_named_runs() -> None:
+    # CoaT: patch_embed1..4 / cpe1..4 are runs of named attributes; the body is serial_blocksN.M (in containers)
+    chosen, left = _split(timm.create_model("coat_lite_tiny", pretrained=False))
+    assert "serial_blocks1.0.factoratt_crpe.qkv" in chosen and "serial_blocks4.1.mlp.fc2" in chosen
+    assert left["patch_embed1.proj"].startswith("embedding (inside PatchEmbed)")
+
+
+def test_linear_norm_is_a_linear() -> None:
+    chosen, _ = _split(timm.create_model("levit_128s", pretrained=False))  # LeViT's LinearNorm = Linear + BN
+    assert "stages.0.blocks.0.attn.qkv.linear" in chosen and len(chosen) == 37
