@@ -8,12 +8,19 @@ Format (text, as written by TensorRT's calibrators)::
 
 The header is ``TRT-<NV_TENSORRT_VERSION>-<calibrator>``; the number is
 ``major*1000 + minor*100 + patch`` before TensorRT 10 and ``major*10000 +
-minor*100 + patch`` from 10 on. TensorRT discards a cache whose header does
-not match its own version and the reading calibrator's algorithm, so the
-version must be the one that builds the engine (JetPack 6.0 ships 8.6.2), and
-``trtexec --calib`` only accepts ``EntropyCalibration2``. Each line is an ONNX
-tensor name and the big-endian IEEE float32 bits of its scale (``amax/127``).
-TensorRT 11 dropped implicit INT8: use the Q/DQ model there.
+minor*100 + patch`` from 10 on (NvInferVersion.h; real caches read
+``TRT-8601-...`` and ``TRT-100300-...``). TensorRT skips a cache whose header
+does not match its own version and the *reading* calibrator (NVIDIA/TensorRT#1378),
+and the build then fails with "no scaling factors". The calibrator named is the one
+that replays the cache, not how the scales were chosen: our cache-replaying
+calibrator and ``trtexec --calib`` are both ``IInt8EntropyCalibrator2``, so every
+cache says ``EntropyCalibration2`` whatever ``--calib-method`` computed (NVIDIA's
+qdq-translator writes the same header). The version written here is a default
+(``--trt-version``, else the installed TensorRT, else JetPack 6.0's 8.6.2): the
+TensorRT builder rewrites it to the local version when replaying the cache, and
+each trtexec script gets its own copy stamped for its target version. Each line
+is an ONNX tensor name and the big-endian IEEE float32 bits of its scale
+(``amax/127``). TensorRT 11 dropped implicit INT8: use the Q/DQ model there.
 """
 from __future__ import annotations
 
@@ -27,10 +34,11 @@ from pela_export._io import write_text_atomic
 from pela_export.errors import ArtifactError, OptionError
 
 DEFAULT_TRT_VERSION = "8.6.2"  # JetPack 6.0
-CALIBRATORS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
-#: Calibrator named in the header per scale method. TensorRT has no percentile calibrator; its
-#: scales are served through an entropy calibrator (the one trtexec uses).
-CALIBRATOR_BY_METHOD: dict[str, str] = {"entropy": "EntropyCalibration2", "max": "MinMaxCalibration",
+#: The calibrator a written cache names: the one that reads it (ours and trtexec --calib's).
+CALIBRATORS = ("EntropyCalibration2",)
+#: Calibrator named in the header per scale method: always the reading one, whatever chose the scales
+#: (a MinMaxCalibration header made our own build and trtexec skip the cache).
+CALIBRATOR_BY_METHOD: dict[str, str] = {"entropy": "EntropyCalibration2", "max": "EntropyCalibration2",
                                         "percentile": "EntropyCalibration2"}
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
 
@@ -81,6 +89,10 @@ class CalibrationCache:
     def header(self) -> str:
         return f"TRT-{self.version_number}-{self.calibrator}"
 
+    def for_version(self, trt_version: str) -> CalibrationCache:
+        """The same scales with the header TensorRT ``trt_version``'s entropy-2 calibrator reads."""
+        return CalibrationCache(trt_version_number(trt_version), CALIBRATORS[0], dict(self.scales))
+
     def to_text(self) -> str:
         lines = [self.header] + [f"{name}: {format_scale(s)}" for name, s in self.scales.items()]
         return "\n".join(lines) + "\n"
@@ -110,7 +122,10 @@ def make_cache(scales: Mapping[str, float], *, trt_version: str | None = None,
                calibrator: str = "EntropyCalibration2") -> CalibrationCache:
     """A cache for ``trt_version`` (default: installed tensorrt, else JetPack 6.0's 8.6.2)."""
     if calibrator not in CALIBRATORS:
-        raise OptionError(f"unknown TensorRT calibrator {calibrator!r}", fix=f"choose one of: {', '.join(CALIBRATORS)}")
+        raise OptionError(f"calibrator {calibrator!r}: a written cache names the calibrator that reads it, and "
+                          "TensorRT's cache replay and trtexec --calib read EntropyCalibration2 caches",
+                          fix=f"leave the calibrator option out (or pass {CALIBRATORS[0]}); --calib-method "
+                              "chooses the scales whatever the header says")
     version = trt_version or _default_version()
     bad = [n for n in scales if not n or "\n" in n]
     if bad:

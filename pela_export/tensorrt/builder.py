@@ -1,10 +1,12 @@
 """Build a TensorRT plan from an ONNX file, version-aware, with a build record.
 
-Steps: plan the build (pure, :mod:`.plan`), create builder/network/parser,
-parse (every parser error reported with node name and operator), configure
-(:mod:`.configure`), build the serialized network, then write atomically the
-raw plan (no header: trtexec and other tools must load it), the JSON sidecar
-(:mod:`.sidecar`) and the equivalent trtexec script (:mod:`.trtexec`).
+Steps: plan the build (pure, :mod:`.plan`), create builder/network/parser
+(parser flags from the plan), parse (every parser error reported with node name
+and operator), pin the layers the graph keeps FP32 on weakly typed FP16 builds,
+configure (:mod:`.configure`), build the serialized network, then write
+atomically the raw plan (no header: trtexec and other tools must load it), the
+JSON sidecar (:mod:`.sidecar`, with how the graph's precision was honoured) and
+the equivalent trtexec script (:mod:`.trtexec`).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from .._io import atomic_path, sha256_file
 from ..errors import OnnxCheckError
 from ._trt import load_tensorrt, version_of
 from .callbacks import shared_logger
-from .configure import configure, network_flags, serialized_timing_cache
+from .configure import configure, network_flags, pin_fp32_layers, serialized_timing_cache
 from .device import GpuInfo, gpu_info
 from .errors import TensorRTError
 from .features import TrtFeatures, detect_features
@@ -49,11 +51,13 @@ class EngineRecord:
     plan_bytes: int
     decisions: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    precision_mode: str = ""  # BuildPlan.precision_mode: strongly typed / precision constraints / builder flags
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan": str(self.plan_path), "sidecar": str(self.sidecar_path),
                 "trtexec_script": str(self.trtexec_script), "tensorrt_version": self.tensorrt_version,
                 "precision": self.precision, "strongly_typed": self.strongly_typed,
+                "precision_mode": self.precision_mode,
                 "plan_sha256": self.plan_sha256, "plan_bytes": self.plan_bytes, "decisions": list(self.decisions)}
 
 
@@ -118,14 +122,19 @@ def build_engine(onnx_path: str | os.PathLike[str], out_plan: str | os.PathLike[
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt, plan))
     parser = trt.OnnxParser(network, logger)
+    for flag in plan.parser_flags:
+        parser.set_flag(getattr(trt.OnnxParserFlag, flag))
     _parse(parser, onnx_path, features, graph)
+    pinned = pin_fp32_layers(trt, network, plan)
     config = builder.create_builder_config()
     configured = configure(trt, builder, config, plan)
-    plan.decisions.extend(configured.decisions)
-    for d in configured.decisions:
+    for d in pinned + configured.decisions:
+        plan.decisions.append(d)
         say(f"decision: {d}")
-    say(f"building TensorRT {features.version} engine ({plan.precision}, "
-        f"{'strongly' if plan.strongly_typed else 'weakly'} typed); this can take minutes")
+    for w in configured.warnings:
+        say(f"warning: {w}")
+    say(f"building TensorRT {features.version} engine ({plan.precision}, {plan.precision_mode}); "
+        "this can take minutes")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TensorRTError(f"TensorRT {features.version} could not build the engine",
@@ -153,6 +162,7 @@ def _record(onnx_path: Path, out_plan: Path, options: BuildOptions, plan: BuildP
         "precision": plan.precision,
         "requested_precision": options.precision,
         "strongly_typed": plan.strongly_typed,
+        "precision_mode": plan.precision_mode,
         "quantization": plan.quantization,
         "profiles": {k: r.to_dict() for k, r in plan.profiles.items()},
         "options": options.to_dict(),
@@ -170,7 +180,7 @@ def _record(onnx_path: Path, out_plan: Path, options: BuildOptions, plan: BuildP
     return EngineRecord(plan_path=out_plan, sidecar_path=sc, trtexec_script=script,
                         tensorrt_version=meta["tensorrt_version"], precision=plan.precision,
                         strongly_typed=plan.strongly_typed, plan_sha256=plan_sha, plan_bytes=size,
-                        decisions=list(plan.decisions), metadata=meta)
+                        decisions=list(plan.decisions), metadata=meta, precision_mode=plan.precision_mode)
 
 
 __all__ = ["EngineRecord", "build_engine", "parser_errors", "sidecar_path"]

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from ._trt import version_of
+
 LogFn = Callable[[str], None]
 
 #: ILogger.Severity member -> our level name, most severe first.
@@ -67,14 +69,20 @@ def make_cache_calibrator(trt: ModuleType, cache: bytes) -> Any:
     """An ``IInt8EntropyCalibrator2`` that only replays a calibration cache.
 
     ``get_batch`` returns None (no data): TensorRT then takes every scale from
-    ``read_calibration_cache``. Used for implicit INT8 on TensorRT <= 10; 11 has
-    no calibrators (explicit Q/DQ only).
+    ``read_calibration_cache``, whose header is first rewritten to
+    ``TRT-<this TensorRT>-EntropyCalibration2`` (TensorRT skips a cache whose header
+    names another version or calibrator, then fails with "no scaling factors";
+    the scales do not depend on either). Used for implicit INT8 on TensorRT <= 10;
+    11 has no calibrators (explicit Q/DQ only).
     """
+    from .plan import retarget_cache
+
+    data = retarget_cache(bytes(cache), version_of(trt))
 
     class CacheCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self._cache = bytes(cache)
+            self._cache = data
 
         def get_batch_size(self) -> int:
             return 1

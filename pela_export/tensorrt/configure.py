@@ -7,6 +7,7 @@ never from 10 on (the contract tests run this against each version's API).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -27,6 +28,7 @@ class Configured:
     timing_cache: Any = None
     profile: Any = None
     decisions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def network_flags(trt: ModuleType, plan: BuildPlan) -> int:
@@ -40,10 +42,23 @@ def network_flags(trt: ModuleType, plan: BuildPlan) -> int:
 
 
 def _timing_cache(trt: ModuleType, config: Any, plan: BuildPlan, out: Configured) -> None:
+    """Load the cache file, or start an empty cache; never let a bad file stop the build.
+
+    ``create_timing_cache`` returns None for a blob it rejects (corrupt, or another TensorRT's), and
+    ``set_timing_cache(None, ...)`` raises TypeError, so a rejected blob falls back to
+    ``create_timing_cache(b"")`` with a warning, as Polygraphy's CreateConfig does.
+    """
     path = plan.timing_cache
     assert path is not None  # caller checked
     data = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(data)
+    if cache is None:
+        if data:
+            out.warnings.append(f"timing cache {path} ({len(data)} bytes) was rejected by TensorRT "
+                                f"{plan.tensorrt_version} (corrupt or from another version); starting a fresh one")
+            out.decisions.append(f"timing cache {path} rejected by TensorRT; a fresh one is written after the build")
+        data = b""
+        cache = config.create_timing_cache(b"")
     if not config.set_timing_cache(cache, False) and data:
         out.decisions.append(f"timing cache {path} was made by another TensorRT/GPU; starting a new one")
         cache = config.create_timing_cache(b"")
@@ -87,6 +102,53 @@ def configure(trt: ModuleType, builder: Any, config: Any, plan: BuildPlan) -> Co
     if plan.timing_cache is not None:
         _timing_cache(trt, config, plan, out)
     return out
+
+
+_ONNX_LAYER = re.compile(r"^\[ONNX Layer: (.+?)(?: \| .*)?\]$", re.DOTALL)
+
+
+def _node_of(layer: Any, wanted: set[str]) -> str | None:
+    """The ONNX node a parsed layer comes from, if it is one of ``wanted``.
+
+    onnx-tensorrt (8.6+) stores ``[ONNX Layer: NODE | doc]`` as every layer's metadata, including the
+    extra layers of one node (named ``NODE_<n>``); without metadata the layer's own name is used.
+    """
+    m = _ONNX_LAYER.match(str(layer.metadata or ""))
+    name = m.group(1) if m else str(layer.name)
+    return name if name in wanted else None
+
+
+def pin_fp32_layers(trt: ModuleType, network: Any, plan: BuildPlan) -> list[str]:
+    """Layer precision and float output types FP32 for the nodes the graph keeps FP32 (after parsing).
+
+    Only planned for weakly typed FP16 builds (with PREFER/OBEY_PRECISION_CONSTRAINTS set); layers
+    reading a shape tensor are skipped, as trtexec's ``--layerPrecisions`` does. Returns decisions.
+    """
+    if not plan.fp32_layers:
+        return []
+    wanted = set(plan.fp32_layers)
+    fp32 = trt.DataType.FLOAT
+    floats = (trt.DataType.FLOAT, trt.DataType.HALF)
+    found: set[str] = set()
+    layers = 0
+    for i in range(int(network.num_layers)):
+        layer = network.get_layer(i)
+        node = _node_of(layer, wanted)
+        if node is None:
+            continue
+        first = layer.get_input(0) if int(layer.num_inputs) else None
+        if first is not None and first.is_shape_tensor:
+            continue
+        layer.precision = fp32
+        for j in range(int(layer.num_outputs)):
+            if layer.get_output(j).dtype in floats:
+                layer.set_output_type(j, fp32)
+        found.add(node)
+        layers += 1
+    missing = sorted(wanted - found)
+    note = f"; not found among the parsed layers: {', '.join(missing[:5])}" if missing else ""
+    return [f"{layers} layer(s) of {len(found)} node(s) kept FP32 by the graph pinned to FP32 "
+            f"({plan.precision_constraints}){note}"]
 
 
 def serialized_timing_cache(config: Any) -> bytes | None:

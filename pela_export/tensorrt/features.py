@@ -45,6 +45,14 @@ class TrtFeatures:
     parser_error_node_name: bool  # ParserError.node_name / node_operator (else only node() index)
     parse_from_file: bool
     engine_host_code_allowed: bool  # Runtime.engine_host_code_allowed (version-compatible plans)
+    #: BuilderFlag.PREFER/OBEY_PRECISION_CONSTRAINTS + ILayer.precision/set_output_type (gone in 11)
+    precision_constraints: bool = False
+    #: OnnxParserFlag.NATIVE_INSTANCENORM + OnnxParser.set_flag (on by default from 10.0)
+    native_instancenorm_flag: bool = False
+    native_instancenorm_default: bool = False
+    #: the ONNX parser takes INT8 weight initializers behind DequantizeLinear (from 10.0; 8.x:
+    #: "invalid weights type of Int8")
+    int8_weight_initializers: bool = False
 
     @property
     def major(self) -> int:
@@ -86,6 +94,8 @@ def detect_features(trt: ModuleType) -> TrtFeatures:
     parser = _get(trt, "OnnxParser")
     runtime = _get(trt, "Runtime")
     timing = _get(trt, "ITimingCache")
+    layer = _get(trt, "ILayer")
+    major = parse_version(version)[0]
     explicit = _has(ndf, "EXPLICIT_BATCH")
     levels: tuple[str, ...] = ()
     if hcl is not None and _has(cfg, "hardware_compatibility_level"):
@@ -93,7 +103,7 @@ def detect_features(trt: ModuleType) -> TrtFeatures:
     return TrtFeatures(
         version=version,
         explicit_batch_flag=explicit,
-        explicit_batch_required=explicit and parse_version(version)[0] < 10,
+        explicit_batch_required=explicit and major < 10,
         strongly_typed_flag=_has(ndf, "STRONGLY_TYPED"),
         weak_typing=_has(flag, "FP16", "INT8"),
         int8_calibrator=_has(trt, "IInt8EntropyCalibrator2") and _has(cfg, "int8_calibrator"),
@@ -109,6 +119,11 @@ def detect_features(trt: ModuleType) -> TrtFeatures:
         parser_error_node_name=_has(perr, "node_name", "node_operator"),
         parse_from_file=_has(parser, "parse_from_file"),
         engine_host_code_allowed=_has(runtime, "engine_host_code_allowed"),
+        precision_constraints=_has(flag, "PREFER_PRECISION_CONSTRAINTS", "OBEY_PRECISION_CONSTRAINTS")
+        and _has(layer, "precision", "set_output_type"),
+        native_instancenorm_flag=_has(_get(trt, "OnnxParserFlag"), "NATIVE_INSTANCENORM") and _has(parser, "set_flag"),
+        native_instancenorm_default=major >= 10,
+        int8_weight_initializers=major >= 10,
     )
 
 
@@ -143,4 +158,8 @@ def features_for_version(version: str) -> TrtFeatures:
         parser_error_node_name=v2 >= (10, 0),
         parse_from_file=True,
         engine_host_code_allowed=v2 >= (8, 6),
+        precision_constraints=pre11 and v2 >= (8, 2),
+        native_instancenorm_flag=v2 >= (8, 6),
+        native_instancenorm_default=v2 >= (10, 0),
+        int8_weight_initializers=v2 >= (10, 0),
     )

@@ -2,8 +2,11 @@
 
 Read once with ``onnx`` (no TensorRT): inputs and their dynamic axes (default
 optimisation profiles), whether precision is already in the graph (Q/DQ nodes,
-FP16 casts; decides explicit quantization and strong typing), the opset, and
-the node list (TensorRT 8.6 reports parser errors by node *index* only).
+FP16 casts; decides explicit quantization and strong typing), which nodes an
+FP16 graph keeps FP32 (pinned on weakly typed builds, where TensorRT would
+otherwise be free to run them in FP16), INT8 weight initializers behind
+DequantizeLinear (8.x cannot parse them), the opset, and the node list
+(TensorRT 8.6 reports parser errors by node *index* only).
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from ..errors import OnnxCheckError
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
+#: Nodes that only move a tensor between precisions: never "kept FP32" themselves.
+PRECISION_BOUNDARY_OPS = frozenset({"Cast", "CastLike", "Constant", *QDQ_OPS})
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,14 @@ class GraphInfo:
     all_nodes: list[NodeInfo] = field(default_factory=list)
     has_qdq: bool = False
     has_fp16: bool = False
+    #: nodes (as TensorRT's ONNX parser names their layers) whose float outputs stay FP32 in a graph that
+    #: carries FP16: what the FP16 converter kept FP32 (its kept_fp32 list), read back from the tensor types
+    fp32_nodes: tuple[str, ...] = ()
+    #: DequantizeLinear nodes reading an INT8/UINT8 initializer or Constant (pre-quantized weights)
+    int8_weight_dq: tuple[str, ...] = ()
+
+    def has_op(self, op_type: str) -> bool:
+        return any(n.op_type == op_type for n in self.all_nodes)
 
     @property
     def precision(self) -> str:
@@ -133,6 +146,55 @@ def _is_fp16(node: Any, onnx: Any) -> bool:
     return False
 
 
+def layer_name(node: Any) -> str:
+    """The name TensorRT's ONNX parser gives the node's layer (onnx-tensorrt ``getNodeName``); extra layers of
+    one node get ``NAME_<n>``, and every layer carries ``[ONNX Layer: NAME...]`` as its metadata."""
+    return node.name if node.name or not node.output else f"node_of_{node.output[0]}"
+
+
+def _elem_types(model: Any, onnx: Any) -> dict[str, int]:
+    g = model.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.input, *g.output, *g.value_info]}
+    types.update({t.name: t.data_type for t in g.initializer})
+    if all(o in types for n in g.node for o in n.output if o):
+        return types
+    try:  # a graph without value_info (not written by our converters): infer the types
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - inference is best effort; unknown types are skipped below
+        return types
+    types.update({vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info})
+    return types
+
+
+def fp32_kept_nodes(model: Any) -> tuple[str, ...]:
+    """Nodes of an FP16-carrying graph whose float outputs are all FP32 (Casts and Q/DQ excluded)."""
+    onnx = _onnx()
+    types = _elem_types(model, onnx)
+    T = onnx.TensorProto
+    floats = {T.FLOAT, T.FLOAT16, T.BFLOAT16, T.DOUBLE}
+    kept = []
+    for node in model.graph.node:
+        if node.op_type in PRECISION_BOUNDARY_OPS or node.domain not in DEFAULT_DOMAINS:
+            continue
+        outs = [types.get(o) for o in node.output if o]
+        if outs and None not in outs and any(t in floats for t in outs) \
+                and all(t == T.FLOAT for t in outs if t in floats):
+            kept.append(layer_name(node))
+    return tuple(kept)
+
+
+def int8_weight_dq_nodes(model: Any) -> tuple[str, ...]:
+    """DequantizeLinear nodes whose input is an INT8/UINT8 initializer or Constant (weights stored quantized)."""
+    onnx = _onnx()
+    int8 = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    stored = {t.name for t in model.graph.initializer if t.data_type in int8}
+    for node in iter_nodes(model.graph):
+        if node.op_type == "Constant" and any(a.HasField("t") and a.t.data_type in int8 for a in node.attribute):
+            stored.update(node.output)
+    return tuple(layer_name(n) for n in iter_nodes(model.graph)
+                 if n.op_type == "DequantizeLinear" and n.input and n.input[0] in stored)
+
+
 def inspect_onnx(model_or_path: Any) -> GraphInfo:
     """Read the graph facts a TensorRT build needs (see module docstring)."""
     onnx = _onnx()
@@ -154,4 +216,6 @@ def inspect_onnx(model_or_path: Any) -> GraphInfo:
         all_nodes=all_nodes,
         has_qdq=any(n.op_type in QDQ_OPS and n.domain in DEFAULT_DOMAINS for n in all_nodes),
         has_fp16=has_fp16,
+        fp32_nodes=fp32_kept_nodes(model) if has_fp16 else (),
+        int8_weight_dq=int8_weight_dq_nodes(model),
     )

@@ -16,6 +16,11 @@ precision stage writes):
   carry that precision (checked, not assumed).
 * INT8 with a Q/DQ graph is explicit quantization (INT8 flag, no calibrator);
   INT8 without Q/DQ needs ``--calib-cache`` (implicit calibration, <= 10 only).
+
+Typing: a graph that carries its precision (FP16 tensors or Q/DQ nodes) is built
+strongly typed on 10.x by default (``strongly_typed=None``), so TensorRT keeps the
+graph's types; on 8.6 (no strong typing) the nodes the graph keeps FP32 are pinned
+with ``precision_constraints`` (``prefer``, the default, or ``obey``).
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ from typing import Any
 from ..errors import OptionError
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8", "fp16+int8")
+#: How a weakly typed FP16 build pins the layers the graph keeps FP32 (BuilderFlag *_PRECISION_CONSTRAINTS).
+PRECISION_CONSTRAINTS = ("prefer", "obey", "none")
 HARDWARE_COMPAT = ("none", "ampere+", "same-compute-capability")
 MAX_OPT_LEVEL = 5
 
@@ -38,7 +45,7 @@ FLAGS = {
     "max_batch": "--max-batch", "opt_batch": "--opt-batch", "workspace_mib": "--workspace",
     "opt_level": "--opt-level", "timing_cache": "--timing-cache", "calibration_cache": "--calib-cache",
     "dla_core": "--dla-core", "gpu_fallback": "--gpu-fallback", "version_compatible": "--version-compatible",
-    "hardware_compat": "--hardware-compat",
+    "hardware_compat": "--hardware-compat", "bench_batches": "--batch-sizes",
 }
 
 Shape = tuple[int, ...]
@@ -123,7 +130,9 @@ class BuildOptions:
     #: the pipeline fills it from the model's I/O description (see :mod:`.profiles`)
     axes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     max_batch: int = 8  # default profile max for a dynamic batch axis
-    opt_batch: int = 1
+    opt_batch: int | None = None  # None: the batch the bench times most (see profiles.batch_opt), else 1
+    #: the batch sizes the bench stage times (the pipeline fills it): the default profile's opt comes from them
+    bench_batches: tuple[int, ...] = ()
     workspace_mib: int | None = None
     opt_level: int | None = None  # builder optimisation level 0-5 (TensorRT default 3)
     timing_cache: Path | None = None  # loaded if it exists, saved after the build
@@ -132,8 +141,11 @@ class BuildOptions:
     gpu_fallback: bool = True  # with --dla-core: layers DLA cannot run go to the GPU
     version_compatible: bool = False
     hardware_compat: str = "none"
+    #: weakly typed FP16 builds of a graph with FP32-kept nodes: prefer | obey | none (API only for now)
+    precision_constraints: str = "prefer"
 
     def __post_init__(self) -> None:
+        self.bench_batches = tuple(self.bench_batches)
         for name in ("timing_cache", "calibration_cache"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
@@ -148,9 +160,18 @@ class BuildOptions:
                               fix="pass --strongly-typed or leave it out (automatic)")
         for attr in ("max_batch", "opt_batch"):
             v = getattr(self, attr)
+            if attr == "opt_batch" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise OptionError(f"{FLAGS[attr]} must be a positive integer, got {v!r}", fix=f"pass {FLAGS[attr]} 1 or more")
-        if self.opt_batch > self.max_batch:
+        if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.bench_batches):
+            raise OptionError(f"bench batch sizes must be positive integers, got {list(self.bench_batches)!r}",
+                              fix="pass --batch-sizes with positive integers, e.g. 1,8")
+        if self.precision_constraints not in PRECISION_CONSTRAINTS:
+            raise OptionError(f"unknown precision constraints {self.precision_constraints!r}",
+                              fix=f"use precision_constraints one of {', '.join(PRECISION_CONSTRAINTS)} "
+                                  "(BuildOptions); the default prefer keeps the graph's FP32 nodes in FP32")
+        if self.opt_batch is not None and self.opt_batch > self.max_batch:
             raise OptionError(f"--opt-batch {self.opt_batch} exceeds --max-batch {self.max_batch}",
                               fix="pass an --opt-batch no larger than --max-batch")
         for axis, sizes in self.axes.items():
@@ -194,6 +215,8 @@ class BuildOptions:
                 v = {k: r.to_dict() for k, r in v.items()}
             elif f.name == "axes":
                 v = {k: list(r) for k, r in v.items()}
+            elif f.name == "bench_batches":
+                v = list(v)
             elif isinstance(v, Path):
                 v = str(v)
             out[f.name] = v
@@ -205,6 +228,7 @@ class BuildOptions:
         kw = {k: v for k, v in d.items() if k in known}
         kw["profiles"] = {k: ShapeRange.from_dict(r) for k, r in (d.get("profiles") or {}).items()}
         kw["axes"] = {str(k): (int(r[0]), int(r[1]), int(r[2])) for k, r in (d.get("axes") or {}).items()}
+        kw["bench_batches"] = tuple(int(b) for b in d.get("bench_batches") or ())
         for k in ("timing_cache", "calibration_cache"):
             if kw.get(k) is not None:
                 kw[k] = Path(kw[k])

@@ -4,7 +4,9 @@ Uses the ONNX parser's operator tables shipped in ``data/`` (provenance in
 ``data/PROVENANCE.md``): unsupported ops are errors, ops with restrictions are
 warnings carrying the restriction, ops absent from the table (or in a non-
 default domain) are *unknown* (not proven unsupported), an opset above the
-parser's maximum is an error and one below its minimum a warning. The pipeline
+parser's maximum is an error and one below its minimum a warning, and INT8
+weight initializers behind DequantizeLinear (pre-quantized weights) are an error
+before 10.0 (the 8.x parser: "invalid weights type of Int8"). The pipeline
 runs it before building so a user on x86 learns what will fail on the Jetson.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from ..errors import OptionError
 from ._trt import parse_version
-from .graph import DEFAULT_DOMAINS, default_opset, iter_nodes, load_model
+from .graph import DEFAULT_DOMAINS, default_opset, int8_weight_dq_nodes, iter_nodes, load_model
 
 #: Shipped tables, oldest first (file ``data/onnx-ops-<v>.json``).
 TABLE_VERSIONS = ("8.6", "10.3", "10.13", "10.16", "11.1")
@@ -30,7 +32,7 @@ class Finding:
     """One problem (or note) about the graph for one TensorRT version."""
 
     severity: str  # error | warning | unknown | info
-    code: str  # unsupported-op | restricted-op | unknown-op | custom-domain | opset | table
+    code: str  # unsupported-op | restricted-op | unknown-op | custom-domain | opset | table | int8-weights
     message: str
     op: str | None = None
     nodes: list[str] = field(default_factory=list)
@@ -119,6 +121,13 @@ def check_onnx_for_trt(onnx_model_or_path: Any, version: str) -> list[Finding]:
     if opset is not None and lo is not None and opset < lo:
         findings.append(Finding("warning", "opset", f"opset {opset} is older than TensorRT {table_version}'s ONNX parser "
                                 f"documents (from {lo}); re-export with --opset {lo} or newer"))
+    int8_weights = int8_weight_dq_nodes(model)
+    if int8_weights and parse_version(table_version)[0] < 10:
+        findings.append(Finding("error", "int8-weights", f"INT8 weight initializers behind DequantizeLinear are "
+                                f"rejected by TensorRT {table_version} ('invalid weights type of Int8'; accepted from "
+                                "10.0): build the INT8 variant with FP32 weights behind QuantizeLinear -> "
+                                "DequantizeLinear (leave the fold_weights option off)", op="DequantizeLinear",
+                                nodes=list(int8_weights)))
     by_op: dict[tuple[str, str], list[str]] = defaultdict(list)
     for i, node in enumerate(iter_nodes(model.graph)):
         by_op[(node.domain, node.op_type)].append(node.name or f"#{i} ({node.op_type})")

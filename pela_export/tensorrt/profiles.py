@@ -8,7 +8,9 @@ Sources, strongest first, per dynamic dimension of each input:
    sizes ``attention_mask`` and ``token_type_ids``; two explicit profiles that disagree
    on a shared axis are an error naming both inputs;
 3. the batch axis (named ``batch``, or an unnamed/unknown leading axis): min 1,
-   ``--opt-batch``, ``--max-batch``;
+   opt ``--opt-batch`` or else the batch the bench times most (:func:`batch_opt`: TensorRT
+   tunes its kernels for opt, so the latency the report shows is measured where the engine
+   is fastest), max ``--max-batch``;
 4. the model's own axis ranges (:attr:`BuildOptions.axes`, filled from the model's
    I/O description, e.g. ``sequence`` 1/128/512 from its config).
 
@@ -68,6 +70,31 @@ def with_model_axes(options: BuildOptions, io: Any) -> BuildOptions:
     if io is None:
         return options
     return replace(options, axes={**model_axes(io), **options.axes})
+
+
+def with_bench_batches(options: BuildOptions, batch_sizes: Sequence[int] | None) -> BuildOptions:
+    """``options`` knowing the batch sizes the bench stage times (the default profile's opt follows them)."""
+    from dataclasses import replace
+
+    return replace(options, bench_batches=tuple(int(b) for b in batch_sizes or ()))
+
+
+def batch_opt(options: BuildOptions) -> tuple[int, str]:
+    """The default profile's opt batch and why.
+
+    ``--opt-batch`` when given; else the batch the bench times most: every batch size is timed for
+    the same number of runs, so the largest one (within ``--max-batch``) holds most of the timed
+    samples and time; 1 when no bench batch sizes are known.
+    """
+    if options.opt_batch is not None:
+        return options.opt_batch, "--opt-batch"
+    if options.bench_batches:
+        opt = max(min(b, options.max_batch) for b in options.bench_batches)
+        sizes = ",".join(str(b) for b in options.bench_batches)
+        return opt, (f"opt {opt}: the batch the bench times most (--batch-sizes {sizes}: equal runs each, "
+                     f"so the largest{' within --max-batch' if opt < max(options.bench_batches) else ''} "
+                     "holds most of the timed samples)")
+    return 1, "opt 1: no bench batch sizes known"
 
 
 def _fmt(sizes: Sequence[int]) -> str:
@@ -150,8 +177,10 @@ def resolve_profiles(inputs: Sequence[ProfileInput], options: BuildOptions,
                 src, sizes = shared[axis]
                 why.append(f"{label} {_fmt(sizes)} (shared with --profile {src})")
             elif axis == BATCH_AXIS or (i == 0 and axis not in options.axes):
-                sizes = (1, options.opt_batch, options.max_batch)
-                why.append(f"{label} {_fmt(sizes)} (dynamic batch axis: --opt-batch/--max-batch)")
+                opt, opt_why = batch_opt(options)
+                sizes = (1, opt, options.max_batch)
+                automatic = "" if options.opt_batch is not None else f"; {opt_why}"
+                why.append(f"{label} {_fmt(sizes)} (dynamic batch axis: --opt-batch/--max-batch{automatic})")
             elif axis and axis in options.axes:
                 sizes = tuple(options.axes[axis])  # type: ignore[assignment]
                 why.append(f"{label} {_fmt(sizes)} (the model's {axis} range)")

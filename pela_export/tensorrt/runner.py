@@ -3,7 +3,9 @@
 Checks the build record first (same TensorRT release and GPU, plan checksum),
 then deserialises, binds every I/O tensor by name (``set_input_shape``,
 ``set_tensor_address``) and enqueues with ``execute_async_v3`` on a
-non-default CUDA stream. Memory and streams come from a
+non-default CUDA stream. Shape-tensor inputs (``is_shape_inference_io``) are
+read by TensorRT on the host, so they are bound to host memory, as Polygraphy's
+runner does. Memory and streams come from a
 :class:`~.device.DeviceBackend` (``default_backend()``: cuda-python, else torch
 CUDA), which lets the contract tests drive these exact TensorRT calls with
 host memory.
@@ -40,7 +42,8 @@ RUNNER_API: dict[str, tuple[str, ...]] = {
     "ILogger": ("__init__", "Severity"),
     "Runtime": ("__init__", "deserialize_cuda_engine", "engine_host_code_allowed"),
     "ICudaEngine": ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_shape",
-                    "get_tensor_dtype", "get_tensor_profile_shape", "create_execution_context"),
+                    "get_tensor_dtype", "get_tensor_profile_shape", "create_execution_context",
+                    "is_shape_inference_io"),
     "IExecutionContext": ("set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3"),
     "TensorIOMode": ("INPUT", "OUTPUT"),
     "DataType": ("FLOAT", "HALF", "INT8", "INT32", "BOOL"),
@@ -57,6 +60,7 @@ class IOTensor:
     shape: tuple[int, ...]  # -1 where dynamic
     dtype: Any  # numpy dtype, or None if the runner cannot hold it (BF16, FP8, ...)
     trt_dtype: str
+    host: bool = False  # a shape tensor TensorRT reads on the host (is_shape_inference_io)
 
 
 class TrtRunner:
@@ -87,6 +91,11 @@ class TrtRunner:
             raise ArtifactError(f"TensorRT {self.version} could not deserialise the plan ({errors})",
                                 fix=self._rebuild_fix(), where=str(self.plan_path))
         self.context = self.engine.create_execution_context()
+        if self.context is None:  # e.g. not enough device memory for the engine's activations
+            errors = "; ".join(self._logger.errors) or "TensorRT logged no error"
+            raise TensorRTError(f"TensorRT {self.version} could not create an execution context ({errors})",
+                                fix="free GPU memory (other processes, other engines) and retry, or rebuild with a "
+                                    "smaller --max-batch / --profile", where=str(self.plan_path))
         self.io = self._describe_io()
         self._buffers: dict[str, Any] = {}
 
@@ -130,7 +139,8 @@ class TrtRunner:
             name = eng.get_tensor_name(i)
             is_input = eng.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             tname, npdt = dtypes.get(eng.get_tensor_dtype(name), (str(eng.get_tensor_dtype(name)), None))
-            out.append(IOTensor(name, is_input, tuple(int(d) for d in eng.get_tensor_shape(name)), npdt, tname))
+            host = bool(is_input and eng.is_shape_inference_io(name))
+            out.append(IOTensor(name, is_input, tuple(int(d) for d in eng.get_tensor_shape(name)), npdt, tname, host))
         return out
 
     @property
@@ -174,6 +184,11 @@ class TrtRunner:
                                       f"{self._profile_hint(t.name)}",
                                       fix="rebuild with a wider --profile, or feed a shape inside the range",
                                       where=str(self.plan_path))
+            if t.host:  # TensorRT reads shape tensors on the host: keep the array alive and pass its address
+                host = np.ascontiguousarray(arr)
+                self._buffers[t.name] = host
+                self.context.set_tensor_address(t.name, int(host.ctypes.data))
+                continue
             buf = self.backend.upload(arr)
             self._buffers[t.name] = buf
             self.context.set_tensor_address(t.name, self.backend.pointer(buf))

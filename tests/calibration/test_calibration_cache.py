@@ -34,8 +34,6 @@ def test_written_bytes(tmp_path) -> None:
     path = tmp_path / "m.calib.cache"
     write_cache(path, {"input": 1.0, "/fc/MatMul_output_0": 0.5}, trt_version="8.6.1")
     assert path.read_bytes() == b"TRT-8601-EntropyCalibration2\ninput: 3f800000\n/fc/MatMul_output_0: 3f000000\n"
-    cache = make_cache({"x": 1.0}, trt_version="10.3.0", calibrator="MinMaxCalibration")
-    assert cache.header == "TRT-100300-MinMaxCalibration"
     with pytest.raises(OptionError, match="calibrator"):
         make_cache({"x": 1.0}, trt_version="8.6.2", calibrator="Percentile")
 
@@ -58,3 +56,23 @@ def test_malformed_caches_are_artifact_errors(tmp_path) -> None:
         CalibrationCache.parse("TRT-8602-EntropyCalibration2\ninput 3f80zz00\n")
     with pytest.raises(ArtifactError, match="not found"):
         read_cache(tmp_path / "missing.cache")
+
+
+def test_every_scale_method_writes_the_header_of_the_calibrator_that_reads_it() -> None:
+    """The header names the calibrator that replays the cache (ours and trtexec --calib: entropy-2), not
+    how the scales were chosen: a MinMaxCalibration header made our own build refuse the --calib-method max cache
+    and TensorRT skip it."""
+    from pela_export.calibration import CALIBRATOR_BY_METHOD, SCALE_METHODS
+
+    for method in SCALE_METHODS.names():
+        cache = make_cache({"x": 0.5}, trt_version="10.3.0", calibrator=CALIBRATOR_BY_METHOD[method])
+        assert cache.header == "TRT-100300-EntropyCalibration2", method
+    with pytest.raises(OptionError, match="EntropyCalibration2"):
+        make_cache({"x": 0.5}, trt_version="10.3.0", calibrator="MinMaxCalibration")
+
+
+def test_a_cache_is_restamped_per_target_version() -> None:
+    theirs = CalibrationCache.parse("TRT-8601-MinMaxCalibration\ninput: 3c010204\n")  # e.g. written by TensorRT
+    assert theirs.for_version("10.3.0").to_text() == "TRT-100300-EntropyCalibration2\ninput: 3c010204\n"
+    assert theirs.for_version("8.6.2").header == "TRT-8602-EntropyCalibration2"
+    assert theirs.for_version("8.6").header == "TRT-8600-EntropyCalibration2"  # qdq-translator's 8.6 default

@@ -17,6 +17,7 @@ from pela_export.tensorrt import (
     parse_profiles,
     sidecar_path,
 )
+from pela_export.tensorrt.plan import trt_version_number
 
 WEAK = ("8.6.1", "10.3.0", "10.13.3", "10.16")
 
@@ -28,6 +29,8 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "int8-cache": ("fp32", {"precision": "int8"}),
 }
 WEAK_FLAGS = {"fp32": [], "fp16": ["FP16"], "int8-qdq": ["INT8"], "int8-cache": ["INT8"]}
+#: cases whose graph carries its precision: strongly typed by default wherever STRONGLY_TYPED exists (10.x, 11)
+CARRIED = ("fp16", "int8-qdq")
 
 
 def _build(trt: Any, onnx_path: Path, tmp_path: Path, **kw: Any) -> Any:
@@ -59,8 +62,8 @@ def test_precision_cases(version: str, case: str, models: dict[str, Path], calib
     rec = _build(trt, models[variant], tmp_path, **kw)
     net = _network_flags(trt)
     assert ("EXPLICIT_BATCH" in net) == (version == "8.6.1")
-    if version == "11.1":
-        assert net == ["STRONGLY_TYPED"] and rec.strongly_typed
+    if version == "11.1" or (version != "8.6.1" and case in CARRIED):
+        assert net == ["STRONGLY_TYPED"] and rec.strongly_typed and rec.precision_mode.startswith("strongly typed")
         assert _flags_set(trt) == []
         assert trt._fake.called("IBuilderConfig", "set:int8_calibrator") == []
     else:
@@ -70,7 +73,9 @@ def test_precision_cases(version: str, case: str, models: dict[str, Path], calib
     assert bool(calib_set) == (case == "int8-cache")
     if case == "int8-cache":  # dynamic batch: the calibration profile is the build profile
         assert trt._fake.called("IBuilderConfig", "set_calibration_profile")
-        assert calib_set[0].args[0].read_calibration_cache() == calib_cache.read_bytes()
+        # replayed with the header of this TensorRT's entropy-2 calibrator, scales untouched
+        header = f"TRT-{trt_version_number(version)}-EntropyCalibration2\n".encode()
+        assert calib_set[0].args[0].read_calibration_cache() == header + calib_cache.read_bytes().split(b"\n", 1)[1]
     assert rec.precision == {"fp32": "fp32", "fp16": "fp16", "int8-qdq": "int8", "int8-cache": "int8"}[case]
 
 
@@ -83,7 +88,8 @@ def test_plan_is_raw_bytes_and_sidecar_has_fields(version: str, models: dict[str
     assert meta == rec.metadata | {"format": "pela-export.tensorrt-plan/1"}
     assert meta["tensorrt_version"] == trt.__version__
     assert meta["gpu"] == {"name": ORIN.name, "compute_capability": "8.7", "source": "test"}
-    assert meta["precision"] == "fp16" and meta["strongly_typed"] == (version == "11.1")
+    assert meta["precision"] == "fp16" and meta["strongly_typed"] == (version != "8.6.1")  # 10.x: automatic
+    assert meta["precision_mode"] == rec.precision_mode == meta["build_plan"]["precision_mode"]
     assert meta["profiles"] == {"input": {"min": [1, 3, 4, 4], "opt": [1, 3, 4, 4], "max": [8, 3, 4, 4]}}
     assert meta["options"]["workspace_mib"] == 256 and meta["options"]["opt_level"] == 2
     assert any("dynamic batch axis" in d for d in meta["decisions"])
@@ -193,3 +199,46 @@ def test_user_profile_is_used(models: dict[str, Path], tmp_path: Path) -> None:
     rec = _build(trt, models["fp32"], tmp_path, profiles=parse_profiles(["input:2x3x4x4,4x3x4x4,16x3x4x4"]))
     assert trt._fake.called("IOptimizationProfile", "set_shape")[0].args[1:] == ((2, 3, 4, 4), (4, 3, 4, 4), (16, 3, 4, 4))
     assert not any("dynamic batch axis" in d for d in rec.decisions)
+
+
+def test_rejected_timing_cache_falls_back_to_a_fresh_one(models: dict[str, Path], tmp_path: Path) -> None:
+    """create_timing_cache returns None for a blob TensorRT rejects, and set_timing_cache(None, ...) raises
+    TypeError (pybind11), which escaped the ONNX Runtime fallback: start a fresh cache with a warning instead,
+    as Polygraphy does."""
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"stale cache from TensorRT 8.6")
+    trt = make_fake_tensorrt("10.3.0", timing_cache_rejected=True)
+    said: list[str] = []
+    rec = build_engine(models["fp32"], tmp_path / "out" / "model.plan", BuildOptions(timing_cache=cache), trt=trt,
+                       gpu=ORIN, log=said.append)
+    assert [bytes(c.args[0]) for c in trt._fake.called("IBuilderConfig", "create_timing_cache")] == \
+        [b"stale cache from TensorRT 8.6", b""]
+    assert any(m.startswith("warning: timing cache") and "rejected" in m for m in said)
+    assert any("rejected by TensorRT" in d for d in rec.decisions)
+    assert cache.read_bytes() == b"FAKE-TIMING-CACHE 10.3.0"  # the fresh cache replaces the stale file
+
+
+def test_version_compatible_86_build_parses_instancenorm_natively(tmp_path: Path) -> None:
+    """8.6's parser imports InstanceNormalization as a plugin by default, which a version/hardware-compatible
+    plan cannot carry: set OnnxParserFlag.NATIVE_INSTANCENORM before parsing (trtexec 8.6 does the same);
+    10.x parses it natively by default."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from trt_testutil import make_model, save
+
+    scale = numpy_helper.from_array(np.ones(3, np.float32), "scale")
+    bias = numpy_helper.from_array(np.zeros(3, np.float32), "bias")
+    m = save(make_model([helper.make_node("InstanceNormalization", ["input", "scale", "bias"], ["output"],
+                                          name="in0")], initializers=[scale, bias]), tmp_path / "in.onnx")
+    for version, kw in (("8.6.1", {"version_compatible": True}), ("8.6.1", {"hardware_compat": "ampere+"}),
+                        ("10.3.0", {"version_compatible": True}), ("8.6.1", {})):
+        trt = make_fake_tensorrt(version)
+        rec = build_engine(m, tmp_path / "out" / "m.plan", BuildOptions(**kw), trt=trt, gpu=ORIN)
+        names = [f"{c.cls}.{c.name}" for c in trt._fake.calls]
+        flags = [c.args[0].name for c in trt._fake.called("OnnxParser", "set_flag")]
+        if version == "8.6.1" and kw:
+            assert flags == ["NATIVE_INSTANCENORM"]
+            assert names.index("OnnxParser.set_flag") < names.index("OnnxParser.parse_from_file")
+            assert any("NATIVE_INSTANCENORM" in d and "has InstanceNormalization" in d for d in rec.decisions)
+        else:
+            assert flags == [], (version, kw)

@@ -18,6 +18,7 @@ from pela_export.tensorrt import (
     parse_profiles,
     plan_build,
 )
+from pela_export.tensorrt.plan import trt_version_number
 
 
 def test_parse_profile() -> None:
@@ -144,7 +145,8 @@ def test_decisions_record_automatic_choices(tmp_path: Path) -> None:
     ("TRT-8602-EntropyCalibration2", "8.6.2", "ok"),
     ("TRT-100300-EntropyCalibration2", "10.3.0", "ok"),
     ("TRT-8602-EntropyCalibration2", "10.3.0", "note"),
-    ("TRT-100300-MinMaxCalibration", "10.3.0", "--calib-cache .*MinMaxCalibration"),
+    ("TRT-100300-MinMaxCalibration", "10.3.0", "note"),  # replayed as EntropyCalibration2: same scales
+    ("TRT-8601-EntropyCalibration2", "8.6.2", "note"),
     ("not a cache", "10.3.0", "--calib-cache .*not a TensorRT calibration cache"),
 ])
 def test_calibration_cache_header(tmp_path: Path, header: str, version: str, outcome: str) -> None:
@@ -158,7 +160,10 @@ def test_calibration_cache_header(tmp_path: Path, header: str, version: str, out
         return
     plan = plan_build(opts, features_for_version(version), g)
     assert plan.quantization == "implicit" and plan.calibration_cache == cache
-    assert any("may discard it" in d for d in plan.decisions) == (outcome == "note")
+    notes = [d for d in plan.decisions if "is replayed as" in d]
+    assert bool(notes) == (outcome == "note")
+    if notes:
+        assert f"replayed as TRT-{trt_version_number(version)}-EntropyCalibration2" in notes[0]
 
 
 def test_calibration_cache_is_never_silently_ignored(calib_cache: Path) -> None:

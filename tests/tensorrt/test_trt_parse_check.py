@@ -101,3 +101,39 @@ def test_version_mapping_says_which_table() -> None:
         nearest_table("latest")
     info = [f for f in check_onnx_for_trt(relu_model(), "10.5") if f.severity == "info"]
     assert any("nearest one, 10.3" in f.message for f in info) and any("proxy" in f.message for f in info)
+
+
+def _folded_int8_weights_model():
+    """What the INT8 variant's fold_weights option writes: an INT8 weight initializer behind DequantizeLinear."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    w = numpy_helper.from_array(np.full((4, 4), 3, np.int8), "w_q")
+    s = numpy_helper.from_array(np.full(4, 0.01, np.float32), "w_scale")
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4])
+    return make_model([helper.make_node("DequantizeLinear", ["w_q", "w_scale"], ["w"], name="w_dq", axis=0),
+                       helper.make_node("MatMul", ["input", "w"], ["output"], name="mm0")],
+                      inputs=[x], outputs=[y], initializers=[w, s])
+
+
+@pytest.mark.parametrize("version", ALL)
+def test_int8_weight_initializers_do_not_parse_before_10(version: str) -> None:
+    errs = errors_of(check_onnx_for_trt(_folded_int8_weights_model(), version))
+    if version.startswith("8.6"):
+        assert [(f.code, f.nodes) for f in errs] == [("int8-weights", ["w_dq"])]
+        assert "invalid weights type of Int8" in errs[0].message and "fold_weights" in errs[0].message
+    else:
+        assert errs == []
+
+
+def test_plan_build_refuses_int8_weight_initializers_on_86() -> None:
+    from pela_export.errors import OnnxCheckError
+    from pela_export.tensorrt import BuildOptions, features_for_version, inspect_onnx, plan_build
+
+    g = inspect_onnx(_folded_int8_weights_model())
+    assert g.int8_weight_dq == ("w_dq",)
+    with pytest.raises(OnnxCheckError, match="invalid weights type of Int8") as exc:
+        plan_build(BuildOptions(precision="int8"), features_for_version("8.6.1"), g)
+    assert "--trt-version 10.3" in exc.value.fix
+    assert plan_build(BuildOptions(), features_for_version("10.3"), g).quantization == "explicit"

@@ -152,3 +152,30 @@ def test_build_sets_every_input_and_run_binds_every_tensor(text_onnx: Path, tmp_
         np.testing.assert_allclose(out[k], want[k], rtol=1e-6)
     with pytest.raises(Exception, match="outside the engine's profile"):
         runner.run({n: np.zeros((3, 17), dtype=np.int64) for n in TEXT_INPUTS})  # sequence beyond max 16
+
+
+@pytest.mark.parametrize("kw,opt,why", [
+    ({"bench_batches": (1, 8)}, 8, "opt 8: the batch the bench times most (--batch-sizes 1,8"),
+    ({"bench_batches": (1, 32)}, 8, "the largest within --max-batch"),  # the engine cannot run 32 anyway
+    ({"bench_batches": (4,), "max_batch": 16}, 4, "opt 4: the batch the bench times most (--batch-sizes 4"),
+    ({"bench_batches": (1, 8), "opt_batch": 2}, 2, None),  # --opt-batch wins
+    ({}, 1, "opt 1: no bench batch sizes known"),
+])
+def test_default_opt_is_the_batch_the_bench_times_most(models: dict[str, Path], kw: dict[str, Any], opt: int,
+                                                       why: str | None) -> None:
+    """TensorRT tunes kernels for the profile's opt shape, so the default opt is the batch the bench times
+    most (equal runs per batch size: the largest), and the choice is recorded with the profile."""
+    plan = plan_build(BuildOptions(**kw), features_for_version("10.3"), inspect_onnx(models["fp32"]))
+    assert plan.profiles["input"].opt == (opt, 3, 4, 4)
+    (d,) = [d for d in plan.decisions if "profile for 'input'" in d]
+    assert (why in d) if why else "bench" not in d, d
+
+
+def test_bench_batches_reach_the_options_and_survive_the_sidecar() -> None:
+    from pela_export.tensorrt.profiles import with_bench_batches
+
+    opts = with_bench_batches(BuildOptions(), [1, 8])
+    assert opts.bench_batches == (1, 8) and opts.opt_batch is None
+    assert BuildOptions.from_dict(opts.to_dict()) == opts
+    with pytest.raises(OptionError, match="--batch-sizes"):
+        BuildOptions(bench_batches=(0,)).validate()

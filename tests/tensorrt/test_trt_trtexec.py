@@ -55,7 +55,7 @@ def test_int8(models: dict[str, Path], calib_cache: Path) -> None:
     assert _cmd(models, "int8", "8.6", precision="int8") == ["--explicitBatch", "--int8", *SHAPES, *COMMON]
     assert _cmd(models, "int8", "10.3", precision="fp16+int8") == ["--fp16", "--int8", *SHAPES, *COMMON]
     assert _cmd(models, "fp32", "10.3", precision="int8", calibration_cache=calib_cache) == \
-        ["--int8", f"--calib={calib_cache}", *SHAPES, *COMMON]
+        ["--int8", "--calib=m.calib.cache", *SHAPES, *COMMON]  # the per-version copy beside the plan
     with pytest.raises(OptionError, match="calib"):
         _cmd(models, "fp32", "10.3", precision="int8")
 
@@ -99,3 +99,19 @@ def test_builder_script_matches_trtexec_command(models: dict[str, Path], tmp_pat
     assert argv[3:] == expected[3:]  # same flags; paths are relative in the script
     assert argv[1] == f"--onnx=../{models[variant].name}" and argv[2] == "--saveEngine=m.plan"
     assert rec.metadata["trtexec"]["command"] == trtexec_shell(expected)
+
+
+def test_scalar_shapes_only_from_10(models: dict[str, Path]) -> None:
+    """trtexec 8.6 parses every shape as NxM... ('scalar' throws there); rank-0 inputs are static, so they are
+    left out of its shape lists, while 10.x writes 'scalar'."""
+    from dataclasses import replace
+
+    from pela_export.tensorrt import ShapeRange, features_for_version, plan_build
+    from pela_export.tensorrt.trtexec import trtexec_argv
+
+    g = inspect_onnx(models["fp32"])
+    for version, want in (("8.6", "input:1x3x4x4"), ("8.6.1", "input:1x3x4x4"), ("10.3", "input:1x3x4x4,t:scalar")):
+        plan = plan_build(BuildOptions(), features_for_version(version), g)
+        plan = replace(plan, profiles={**plan.profiles, "t": ShapeRange((), (), ())})
+        argv = trtexec_argv("m.onnx", "m.plan", plan)
+        assert f"--minShapes={want}" in argv and f"--optShapes={want}" in argv, (version, argv)
