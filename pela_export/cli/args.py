@@ -152,6 +152,7 @@ def _precision_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
 
 def add_trt_args(p: argparse.ArgumentParser) -> None:
     from ..tensorrt import HARDWARE_COMPAT
+    from ..tensorrt.options import PRECISION_CONSTRAINTS
     from ..tensorrt.options import PRECISIONS as TRT_PRECISIONS
 
     g = p.add_argument_group("TensorRT engines (built where TensorRT is installed; trtexec scripts always)")
@@ -162,7 +163,9 @@ def add_trt_args(p: argparse.ArgumentParser) -> None:
                         "32x3x224x224, or for a text model input_ids:1x16,8x128,32x512 (inputs sharing its axes "
                         "follow); default: batch 1/--opt-batch/--max-batch, other axes from the model's config")
     g.add_argument("--max-batch", type=int, default=8, help="max batch of the default profile (default 8)")
-    g.add_argument("--opt-batch", type=int, default=1, help="optimal batch of the default profile (default 1)")
+    g.add_argument("--opt-batch", type=int, default=None,
+                   help="optimal batch of the default profile (default: the batch the bench times most, the largest "
+                        "--batch-sizes value within --max-batch; recorded)")
     g.add_argument("--workspace", type=int, help="builder workspace limit in MiB")
     g.add_argument("--opt-level", type=int, help="builder optimisation level 0-5")
     g.add_argument("--timing-cache", help="timing cache file: loaded if present, saved after the build")
@@ -174,9 +177,13 @@ def add_trt_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trt-precision", choices=TRT_PRECISIONS, default="auto",
                    help="builder precision for every variant: auto (default: what each ONNX graph carries, Q/DQ -> "
                         "INT8, FP16 tensors -> FP16) or fp32|fp16|int8|fp16+int8 as builder flags (TensorRT <= 10)")
-    g.add_argument("--strongly-typed", action="store_const", const=True, default=None,
+    g.add_argument("--strongly-typed", action=argparse.BooleanOptionalAction, default=None,
                    help="strongly typed network on TensorRT 10.x: precision from the graph, no builder flags "
-                        "(default: off on <= 10; TensorRT 11 is always strongly typed)")
+                        "(default: on for FP16/Q-DQ graphs on 10.x, --no-strongly-typed for builder flags; "
+                        "TensorRT 11 is always strongly typed, 8.6 never)")
+    g.add_argument("--precision-constraints", choices=PRECISION_CONSTRAINTS, default="prefer",
+                   help="weakly typed builds (8.6, or --no-strongly-typed): how the layers the graph keeps FP32 "
+                        "are pinned (PREFER/OBEY_PRECISION_CONSTRAINTS; default prefer)")
     g.add_argument("--calib-cache", metavar="FILE",
                    help="INT8 calibration cache (EntropyCalibration2) for implicit INT8 of a graph without Q/DQ "
                         "nodes, TensorRT <= 10 only (the precision stage writes one beside the INT8 ONNX)")
@@ -192,7 +199,8 @@ def _trt_config(ns: argparse.Namespace) -> Any:
 
     return BuildOptions(precision=ns.trt_precision, strongly_typed=ns.strongly_typed,
                         profiles=parse_profiles(ns.profile or []), max_batch=ns.max_batch,
-                        opt_batch=getattr(ns, "opt_batch", 1), workspace_mib=ns.workspace, opt_level=ns.opt_level,
+                        opt_batch=getattr(ns, "opt_batch", None), workspace_mib=ns.workspace, opt_level=ns.opt_level,
+                        precision_constraints=ns.precision_constraints,
                         timing_cache=ns.timing_cache, calibration_cache=ns.calib_cache, dla_core=ns.dla_core,
                         gpu_fallback=ns.gpu_fallback, version_compatible=ns.version_compatible,
                         hardware_compat=ns.hardware_compat)

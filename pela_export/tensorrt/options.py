@@ -46,6 +46,7 @@ FLAGS = {
     "opt_level": "--opt-level", "timing_cache": "--timing-cache", "calibration_cache": "--calib-cache",
     "dla_core": "--dla-core", "gpu_fallback": "--gpu-fallback", "version_compatible": "--version-compatible",
     "hardware_compat": "--hardware-compat", "bench_batches": "--batch-sizes",
+    "precision_constraints": "--precision-constraints",
 }
 
 Shape = tuple[int, ...]

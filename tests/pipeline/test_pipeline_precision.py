@@ -48,7 +48,9 @@ def test_build_stage_without_tensorrt_writes_parser_check_and_trtexec_scripts(ti
             onnx = f"{name}.sim.onnx" if name in ("original", "compressed") else f"{name}.onnx"
             assert "trtexec" in text and f"/{onnx}" in text, text
             assert ("--explicitBatch" in text) == version.startswith("8."), (version, text)
-            assert ("--fp16" in text) == (version != "11.1" and name.endswith("fp16")), (version, text)
+            assert ("--fp16" in text) == (version.startswith("8.") and name.endswith("fp16")), (version, text)
+            typed = version.startswith("10.") and name.endswith(("fp16", "int8"))  # 10.x: graph precision, typed
+            assert ("--stronglyTyped" in text) == typed, (version, text)
 
 
 def test_build_command_without_tensorrt_is_a_clear_error(tiny_run, capsys):
