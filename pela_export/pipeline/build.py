@@ -70,8 +70,9 @@ def build_stage(ctx: Context, *, required: bool = False) -> BuildRecord:
                 ctx.note(f"{name}: TensorRT {version}'s ONNX parser will reject it:\n{format_findings(errors_of(findings))}")
                 continue
             plan_path = engines_dir / version / f"{name}.plan"
-            script = write_trtexec_script(onnx, plan_path, plan_build(options, features_for_version(version), graph),
-                                          tool_version=__version__)
+            plan = plan_build(options, features_for_version(version), graph)
+            entry.precision_mode[version] = plan.precision_mode
+            script = write_trtexec_script(onnx, plan_path, plan, tool_version=__version__)
             entry.trtexec[version] = str(script)
         if installed:
             plan_path = engines_dir / installed / f"{name}.plan"

@@ -190,6 +190,7 @@ class BuildVariant(_Part):
     parse_check: dict[str, Any] = field(default_factory=dict)
     trtexec: dict[str, str] = field(default_factory=dict)
     engine: dict[str, Any] | None = None  # only where TensorRT is installed (the key is absent otherwise)
+    precision_mode: dict[str, str] = field(default_factory=dict)  # per target version: how the graph's precision holds
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

@@ -141,6 +141,11 @@ def tensorrt_section(report: Mapping[str, Any]) -> list[str]:
     if scripts:
         lines += [f"Equivalent `trtexec` builds: {len(scripts)} scripts, e.g. `{_esc(scripts[0])}` "
                   "(one per variant and version; none where the parser would reject the graph).", ""]
+    modes = [f"- `{n}`: " + "; ".join(f"TensorRT {_esc(v)}: {_esc(m)}" for v, m in (by_name[n].get("precision_mode") or {}).items())
+             for n in variant_order(variants) if by_name[n].get("precision_mode")]
+    if modes:
+        lines += ["How each build keeps the graph's precision (strong typing, or precision constraints where the "
+                  "version has none):", "", *modes, ""]
     if problems:
         lines += ["Parser errors:", "", *problems, ""]
     return lines

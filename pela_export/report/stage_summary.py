@@ -89,6 +89,7 @@ def summarize_build(record: BuildRecord | Mapping[str, Any], *, source: str = "s
             "checks": {str(ver): _check(f) for ver, f in v.parse_check.items()},
             "trtexec": {str(ver): p for ver, p in v.trtexec.items()},
             "engine": dict(v.engine) if v.engine is not None else None,
+            "precision_mode": {str(ver): str(m) for ver, m in v.precision_mode.items()},
         }
     return out
 

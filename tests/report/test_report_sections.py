@@ -205,3 +205,14 @@ def test_report_stage_without_optional_records(tmp_path: Path) -> None:
     md = md_path.read_text()
     assert "_Precision stage not run" in md and "_Build stage not run" in md
     assert "| `compressed.fp32` | 100,000 | 0.420 | 95.50% | reference | reference | — | 1.600 | — | — | — |" in md
+
+
+def test_tensorrt_section_says_how_precision_is_kept() -> None:
+    assert "How each build keeps the graph's precision" not in render_markdown(workstation_report())  # old records
+    raw = build_record()
+    raw["variants"]["compressed.fp16"]["precision_mode"] = {
+        "8.6": "weakly typed, prefer: 3 node(s) the graph keeps FP32 pinned to FP32, builder flags FP16 elsewhere",
+        "10.3": "strongly typed: every layer runs in the type the ONNX graph gives it"}
+    md = render_markdown(workstation_report(build=summarize_build(raw)))
+    assert ("- `compressed.fp16`: TensorRT 8.6: weakly typed, prefer: 3 node(s) the graph keeps FP32 pinned to FP32, "
+            "builder flags FP16 elsewhere; TensorRT 10.3: strongly typed") in md
