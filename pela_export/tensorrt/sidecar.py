@@ -49,23 +49,75 @@ def read_sidecar(plan_path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def _same_release(built: str, local: str) -> bool:
-    """Standard plans need the same major.minor.patch (NVIDIA: "version numbers must match")."""
-    return (parse_version(built) + (0, 0, 0))[:3] == (parse_version(local) + (0, 0, 0))[:3]
+#: Version compatibility (``--version-compatible``) exists from TensorRT 8.6 on, for the plan and the runtime.
+VC_MINIMUM = (8, 6)
+#: Later majors a version-compatible plan of each major may run on, as NVIDIA documents them (see
+#: :func:`version_problem`); every other change of major is unsupported.
+VC_LATER_MAJORS: dict[int, tuple[int, ...]] = {8: (9, 10), 9: (10,), 10: (11,)}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor, patch[, build]) of a version string, missing minor/patch as 0."""
+    v = parse_version(version)
+    return (v + (0, 0, 0))[:3] + v[3:4]
+
+
+def same_release(built: str, local: str) -> bool:
+    """Standard plans: major.minor.patch equal and, where both strings carry it, the build number too.
+
+    NVIDIA: "By default, TensorRT engines are compatible only with the version of TensorRT used to build
+    them" (developer guide, "Version Compatibility"); the version is the full major.minor.patch.build
+    (10.3.0.30). pip wheels and JetPack's bindings sometimes report only major.minor.patch; then the
+    build number cannot be compared and the three leading numbers decide.
+    """
+    b, v = _release(built), _release(local)
+    return b[:3] == v[:3] and (len(b) < 4 or len(v) < 4 or b[3] == v[3])
+
+
+def version_problem(built: str, local: str, version_compatible: bool) -> str | None:
+    """Why a plan built with TensorRT ``built`` cannot run on TensorRT ``local`` (None: it can).
+
+    The rule, from the TensorRT developer guide's "Version Compatibility" (docs.nvidia.com/deeplearning/
+    tensorrt/10.16.1/inference-library/version-compatibility.html; for 11.x .../11.1.0/inference-library/
+    engine-compatibility.html) and the 11.4.1 support matrix ("Engine Portability"):
+
+    * without the version-compatible flag a plan runs only on the release that built it (:func:`same_release`);
+    * a version-compatible plan needs TensorRT >= 8.6 to build and to run it ("the plan must be built with a
+      version at least 8.6 or higher, and the runtime must be 8.6 or higher");
+    * within a major it runs on the same or any later release ("engines built with version compatibility
+      enabled using TensorRT 11.0 will be compatible with TensorRT 11.1 and later 11.x versions"), never on
+      an earlier one ("engines built with newer versions ... do not work with older runtimes");
+    * across majors only the documented pairs: TensorRT 8 plans on 9 and 10 runtimes ("engines built with
+      TensorRT 8 work with TensorRT 9 and TensorRT 10 runtimes"), 10 on 11 ("engines built with TensorRT 10
+      work with TensorRT 11"); "No other combination across major versions is supported. For example, a
+      TensorRT 8 engine cannot run with a TensorRT 11 runtime" (support matrix 11.4).
+    """
+    head = f"built with TensorRT {built}, this device has TensorRT {local}"
+    if not version_compatible:
+        if same_release(built, local):
+            return None
+        return (f"{head} (a plan built without --version-compatible runs only on the TensorRT release that built it: "
+                "major.minor.patch.build equal)")
+    b, v = _release(built), _release(local)
+    if b[:2] < VC_MINIMUM or v[:2] < VC_MINIMUM:
+        return f"{head} (version-compatible plans need TensorRT 8.6 or later to build and to run them)"
+    if v[:3] < b[:3] or (v[:3] == b[:3] and len(v) > 3 and len(b) > 3 and v[3] < b[3]):
+        return f"{head} (version-compatible plans run on the same or a later TensorRT release, never an earlier one)"
+    if v[0] != b[0] and v[0] not in VC_LATER_MAJORS.get(b[0], ()):
+        later = VC_LATER_MAJORS.get(b[0], ())
+        allowed = f"TensorRT {b[0]} plans run on {b[0]}.x" + "".join(f" and {m}.x" for m in later)
+        return (f"{head} (NVIDIA documents version-compatible plans across majors only from 8 to 9/10 and from 10 "
+                f"to 11: {allowed} runtimes)")
+    return None
 
 
 def compatibility_problems(meta: dict[str, Any], local_version: str, gpu: GpuInfo) -> list[str]:
-    """Why this plan cannot run here (empty when it can)."""
+    """Why this plan cannot run here (empty when it can): TensorRT version rules, then the GPU."""
     problems: list[str] = []
-    built = str(meta["tensorrt_version"])
     opts = meta.get("options") or {}
-    if not _same_release(built, local_version):
-        vc_ok = (opts.get("version_compatible") and parse_version(local_version)[0] == parse_version(built)[0]
-                 and parse_version(local_version) >= parse_version(built))
-        if not vc_ok:
-            why = " (version-compatible plans run only on the same or a newer release of the same major)" \
-                if opts.get("version_compatible") else ""
-            problems.append(f"built with TensorRT {built}, this device has TensorRT {local_version}{why}")
+    why = version_problem(str(meta["tensorrt_version"]), local_version, bool(opts.get("version_compatible")))
+    if why:
+        problems.append(why)
     bgpu = meta.get("gpu") or {}
     bcc, bname = str(bgpu.get("compute_capability", "unknown")), str(bgpu.get("name", "unknown"))
     if gpu.known and bcc != "unknown":
