@@ -121,11 +121,30 @@ def io_spec(src: Path, options: Any, versions: list[str], spec: Any = None) -> d
     return _io(graph, plan.profiles, spec)
 
 
+def device_setup() -> str:
+    """The bundle's install instructions (build_engines.sh header): cuda-python pinned to the JetPack's CUDA.
+
+    pip's newest cuda-python bundles a CUDA runtime newer than JetPack 6's driver, and Jetson drivers have no
+    minor version compatibility, so an unpinned ``cuda-python>=12,<13`` fails there with
+    cudaErrorInsufficientDriver (:mod:`pela_export.tensorrt.cuda_versions`).
+    """
+    from ..tensorrt.cuda_versions import setup_lines
+
+    return "\n".join([
+        "# Device setup: TensorRT and its Python bindings come with JetPack; add numpy and the cuda-python whose",
+        "# CUDA is the JetPack's (a newer one fails with cudaErrorInsufficientDriver: Jetson drivers do not run a",
+        "# newer CUDA minor), then pela-export's own wheel without its workstation dependencies (README):",
+        *[f"#   {line}" for line in setup_lines()],
+        "# Then: pela-export verify bundle.tar.gz && pela-export device-bench bundle.tar.gz",
+    ])
+
+
 BUILD_ENGINES = r"""#!/usr/bin/env bash
 # Build a TensorRT engine for every variant of this bundle with trtexec, for the local TensorRT.
 # Usage: ./build_engines.sh [TENSORRT_VERSION]   (default: the version of the local tensorrt Python bindings)
 # Engines go to engines/<version>/ (ignored by `pela-export verify`). `pela-export device-bench BUNDLE`
 # builds the same engines with the Python API for any TensorRT version and also checks and times them.
+__DEVICE_SETUP__
 set -euo pipefail
 cd "$(dirname "$0")"
 available="__VERSIONS__"
@@ -157,7 +176,7 @@ for script in "$dir"/*.sh; do
   bash "$script"
 done
 echo "build_engines.sh: engines written to engines/${dir#trtexec/}/"
-"""
+""".replace("__DEVICE_SETUP__", device_setup())
 
 
 def target_versions(ctx: Context) -> list[str]:

@@ -150,8 +150,10 @@ def choose_backend(requested: str, *, trt: ModuleType | None = None, gpu: Any = 
 
             gpu = local_gpu()
         if not gpu.known:
+            from ..tensorrt.cuda_versions import CUDA_PYTHON_FIX
+
             reason = "no CUDA GPU was found (cuda-python and nvidia-smi report none)"
-            fix = "run on the Jetson/GPU machine, with the NVIDIA driver and cuda-python (`pip install cuda-python`)"
+            fix = f"run on the Jetson/GPU machine, with the NVIDIA driver; {CUDA_PYTHON_FIX}"
     if reason is None:
         return BackendChoice("tensorrt", trt=trt, gpu=gpu)
     if requested == "tensorrt":

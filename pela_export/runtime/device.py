@@ -1,7 +1,8 @@
 """Facts about the machine a device report was measured on.
 
 A latency number means little without the GPU, its compute capability, the
-TensorRT/CUDA versions and, on a Jetson, the L4T release and power mode (MAXN
+TensorRT/CUDA versions (the driver's, the toolkit's and the runtime cuda-python
+bundles, kept apart) and, on a Jetson, the L4T release and power mode (MAXN
 vs 15 W changes latency several-fold). Everything is best effort and never
 fails the benchmark: a fact that cannot be read is ``None``. File paths and
 commands are parameters so tests can feed recorded Jetson output.
@@ -69,28 +70,8 @@ def jetson_facts(*, release_file: Path = TEGRA_RELEASE, model_file: Path = DEVIC
             "model": model.strip("\x00 \n") if model else None}
 
 
-def _cuda_from_cuda_python() -> str | None:
-    try:
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[import-not-found, no-redef]
-        except ImportError:
-            return None
-    try:
-        err, version = cudart.cudaRuntimeGetVersion()
-        if int(err) != 0:
-            return None
-        return f"{int(version) // 1000}.{int(version) % 1000 // 10}"
-    except Exception:  # noqa: BLE001 - a broken CUDA install must not fail a report
-        return None
-
-
-def cuda_version(*, version_file: Path = CUDA_VERSION_JSON, run: CommandRunner = run_command) -> str | None:
-    """CUDA version from cuda-python, else /usr/local/cuda/version.json, else nvidia-smi's header."""
-    found = _cuda_from_cuda_python()
-    if found:
-        return found
+def _toolkit(version_file: Path) -> str | None:
+    """The CUDA toolkit's version: version.json (CUDA >= 11.1, JetPack 5+), else version.txt beside it."""
     text = _read(version_file)
     if text:
         try:
@@ -99,9 +80,49 @@ def cuda_version(*, version_file: Path = CUDA_VERSION_JSON, run: CommandRunner =
                 return str(v)
         except (ValueError, AttributeError):
             pass
-    out = run(("nvidia-smi",))
-    m = re.search(r"CUDA Version:\s*([\d.]+)", out or "")
+    m = re.search(r"CUDA Version\s+([\d.]+)", _read(version_file.with_name("version.txt")) or "")
     return m.group(1) if m else None
+
+
+def _smi_driver_cuda(run: CommandRunner) -> str | None:
+    """The driver's CUDA from nvidia-smi's header (``CUDA Version: 12.6``: what the driver supports)."""
+    m = re.search(r"CUDA Version:\s*([\d.]+)", run(("nvidia-smi",)) or "")
+    return m.group(1) if m else None
+
+
+def cuda_facts(*, cudart: Any = None, package: str | None = None, version_file: Path = CUDA_VERSION_JSON,
+               run: CommandRunner = run_command) -> dict[str, Any]:
+    """The three CUDA versions a device report keeps apart (``cudart``/``package`` injected in tests):
+
+    ``cuda_driver``: the newest CUDA the driver supports (cudaDriverGetVersion, else nvidia-smi; None: no
+    driver); ``cuda_toolkit``: the installed toolkit (/usr/local/cuda/version.json); ``cuda_python``: the
+    cuda-python distribution and the CUDA runtime it bundles (cudaRuntimeGetVersion reports the wheel's
+    own version, not the machine's: 12.9 for cuda-python 12.9 anywhere), None when not importable.
+    """
+    from ..tensorrt.cuda_versions import cuda_python_package, read_versions, version_pair, version_text
+
+    if cudart is None:
+        from ..tensorrt.cuda_backend import import_cudart
+
+        cudart = import_cudart()
+        package = cuda_python_package() if cudart is not None else None
+    versions = read_versions(cudart) if cudart is not None else None
+    driver = version_text(version_pair(versions.driver)) if versions is not None else None
+    if driver is None and (versions is None or versions.driver is None):  # unknown (not "no driver"): ask nvidia-smi
+        driver = _smi_driver_cuda(run)
+    py = None if versions is None else {"package": package,
+                                        "runtime": version_text(version_pair(versions.runtime))}
+    return {"cuda_driver": driver, "cuda_toolkit": _toolkit(version_file), "cuda_python": py}
+
+
+def cuda_version(*, version_file: Path = CUDA_VERSION_JSON, run: CommandRunner = run_command,
+                 cudart: Any = None) -> str | None:
+    """The device's CUDA for the report's ``cuda`` field: the toolkit's where installed, else the driver's.
+
+    Never cuda-python's own runtime version, which says what the wheel bundles, not what the device has.
+    """
+    facts = cuda_facts(cudart=cudart, version_file=version_file, run=run)
+    return facts["cuda_toolkit"] or facts["cuda_driver"]
 
 
 def _gpu_from_smi(run: CommandRunner) -> Any:
@@ -163,9 +184,14 @@ def tensorrt_version(trt: Any = None) -> str | None:
 
 def device_facts(*, trt: Any = None, gpu: Any = None, run: CommandRunner = run_command,
                  release_file: Path = TEGRA_RELEASE, model_file: Path = DEVICE_TREE_MODEL,
-                 cuda_file: Path = CUDA_VERSION_JSON) -> dict[str, Any]:
-    """The ``device`` block of device-report.json (backend/fallback fields are added by the benchmark)."""
+                 cuda_file: Path = CUDA_VERSION_JSON, cudart: Any = None) -> dict[str, Any]:
+    """The ``device`` block of device-report.json (backend/fallback fields are added by the benchmark).
+
+    Schema 2 reports the driver's, the toolkit's and cuda-python's CUDA apart (:func:`cuda_facts`); ``cuda``
+    stays for readers of schema 1: the toolkit's version, else the driver's.
+    """
     g = gpu if gpu is not None else local_gpu(run)
+    cuda = cuda_facts(cudart=cudart, version_file=cuda_file, run=run)
     ort = None
     try:
         import onnxruntime
@@ -181,7 +207,8 @@ def device_facts(*, trt: Any = None, gpu: Any = None, run: CommandRunner = run_c
         "python": platform.python_version(),
         "gpu": {"name": g.name, "compute_capability": g.compute_capability, "source": g.source} if g.known else None,
         "tensorrt": tensorrt_version(trt),
-        "cuda": cuda_version(version_file=cuda_file, run=run),
+        "cuda": cuda["cuda_toolkit"] or cuda["cuda_driver"],
+        **cuda,
         "onnxruntime": ort,
         "numpy": _version("numpy"),
         "jetson": jetson_facts(release_file=release_file, model_file=model_file, run=run),

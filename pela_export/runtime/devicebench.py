@@ -174,7 +174,8 @@ def _cuda_memory(choice: BackendChoice, requested: str) -> tuple[BackendChoice, 
     except PelaExportError as exc:
         if requested != "auto":
             raise
-        reason = f"TensorRT is installed but CUDA memory is not available ({exc.problem.splitlines()[0]})"
+        fix = f"; fix: {exc.fix}" if exc.fix else ""  # e.g. the cuda-python pin for this JetPack
+        reason = f"TensorRT is installed but CUDA memory is not available ({exc.problem.splitlines()[0]}{fix})"
         return BackendChoice("onnxruntime", fallback_reason=f"{reason}: measured with ONNX Runtime instead of "
                                                             "TensorRT", gpu=choice.gpu), None
 

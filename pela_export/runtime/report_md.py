@@ -20,12 +20,23 @@ def _pct(v: Any) -> str:
     return "–" if v is None else f"{v:.2%}"
 
 
+def _cuda(dev: dict[str, Any]) -> str:
+    """Schema 2: the driver's, the toolkit's and cuda-python's CUDA apart; schema 1: its one ``cuda`` field."""
+    if "cuda_driver" not in dev:
+        return f"**CUDA:** {dev.get('cuda') or 'not found'}"
+    py = dev.get("cuda_python")
+    py_text = ("not installed" if not py
+               else f"{py.get('package') or 'installed'} (bundles CUDA {py.get('runtime') or '?'})")
+    return (f"**CUDA driver:** {dev.get('cuda_driver') or 'none found'} · **CUDA toolkit:** "
+            f"{dev.get('cuda_toolkit') or 'not installed'} · **cuda-python:** {py_text}")
+
+
 def _device_lines(dev: dict[str, Any]) -> list[str]:
     gpu = dev.get("gpu")
     jet = dev.get("jetson")
     lines = [f"- **Host:** {dev.get('hostname')} ({dev.get('platform')}; CPU {dev.get('cpu') or 'unknown'})",
              f"- **GPU:** {gpu['name']} (compute capability {gpu['compute_capability']})" if gpu else "- **GPU:** none found",
-             f"- **TensorRT:** {dev.get('tensorrt') or 'not installed'} · **CUDA:** {dev.get('cuda') or 'not found'} · "
+             f"- **TensorRT:** {dev.get('tensorrt') or 'not installed'} · {_cuda(dev)} · "
              f"**ONNX Runtime:** {dev.get('onnxruntime') or 'not installed'}"]
     if jet:
         lines.append(f"- **Jetson:** {jet.get('model') or 'board unknown'}, L4T {jet.get('l4t_release') or 'unknown'}, "

@@ -21,7 +21,10 @@ DEPLOY_SCHEMA_VERSION = 2
 #: named multi-input I/O) and 2 (full I/O description: roles, value ranges, axes; tokenizer for text models).
 DEPLOY_SCHEMA_READABLE = (1, 2)
 DEPLOY_KIND = "pela-export-bundle"
-DEVICE_REPORT_SCHEMA_VERSION = 1
+DEVICE_REPORT_SCHEMA_VERSION = 2
+#: device-report.json versions this pela-export reads: 1 (``device.cuda`` only, which showed cuda-python's
+#: bundled runtime) and 2 (adds ``device.cuda_driver``, ``cuda_toolkit`` and ``cuda_python``, kept apart).
+DEVICE_REPORT_SCHEMA_READABLE = (1, 2)
 DEVICE_REPORT_KIND = "pela-export-device-report"
 
 MODELS = ("original", "compressed")
@@ -317,9 +320,10 @@ def device_report_problems(d: Any) -> list[str]:
     c = _Checker()
     if not isinstance(d, Mapping):
         return [f"device report holds {type(d).__name__}, expected a JSON object"]
-    _check_header(c, d, DEVICE_REPORT_SCHEMA_VERSION, DEVICE_REPORT_KIND)
+    _check_header(c, d, DEVICE_REPORT_SCHEMA_VERSION, DEVICE_REPORT_KIND, DEVICE_REPORT_SCHEMA_READABLE)
     if any("schema_version" in p for p in c.problems):
         return c.problems
+    version = int(d["schema_version"])
     bundle = c.get(d, "bundle", "", dict)
     if bundle is not None:
         for k in ("path", "model", "deploy_sha256"):
@@ -332,6 +336,12 @@ def device_report_problems(d: Any) -> list[str]:
         for k in ("tensorrt", "cuda", "onnxruntime", "fallback_reason", "cpu"):
             c.get(device, k, "device", str, nullable=True)
         c.get(device, "jetson", "device", dict, nullable=True)
+        if version >= 2:
+            for k in ("cuda_driver", "cuda_toolkit"):
+                c.get(device, k, "device", str, nullable=True)
+            py = c.get(device, "cuda_python", "device", dict, nullable=True)
+            for k in ("package", "runtime") if py is not None else ():
+                c.get(py, k, "device.cuda_python", str, nullable=True)
         backend = c.get(device, "backend", "device", str)
         c.require(backend is None or backend in BACKENDS, f"key 'device.backend' is {backend!r}, expected "
                                                           f"one of {', '.join(BACKENDS)}")
@@ -359,7 +369,7 @@ def device_report_problems(d: Any) -> list[str]:
 
 
 def validate_device_report(d: Any, *, where: str | None = "device-report.json") -> dict[str, Any]:
-    """Return ``d`` if it is a valid schema-1 device report, else ArtifactError listing every problem."""
+    """Return ``d`` if it is a valid device report (schema 1 or 2), else ArtifactError listing every problem."""
     problems = device_report_problems(d)
     if problems:
         _raise(problems, "device report", where,

@@ -24,6 +24,15 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 
 from ..errors import DependencyError, OptionError, PelaExportError
+from .cuda_versions import (
+    CUDA_PYTHON_FIX,
+    NO_GPU_FIX,
+    CudaVersions,
+    cuda_python_package,
+    is_tegra,
+    read_versions,
+    startup_problem,
+)
 from .errors import TensorRTError
 
 if TYPE_CHECKING:
@@ -36,17 +45,13 @@ CUDART_API: tuple[str, ...] = (
     "cudaStreamSynchronize", "cudaEventCreate", "cudaEventDestroy", "cudaEventRecord", "cudaEventSynchronize",
     "cudaEventElapsedTime", "cudaStreamNonBlocking", "cudaError_t.cudaSuccess",
     "cudaMemcpyKind.cudaMemcpyHostToDevice", "cudaMemcpyKind.cudaMemcpyDeviceToHost",
+    "cudaDriverGetVersion", "cudaRuntimeGetVersion",
 )
 
-CUDA_PYTHON_FIX = ("`pip install cuda-python` with the same major version as the device's CUDA "
-                   "(JetPack 6 / CUDA 12.x: `pip install 'cuda-python>=12,<13'`; CUDA 13 / JetPack 7: "
-                   "`pip install 'cuda-python>=13,<14'`; check with `nvcc --version` or /usr/local/cuda/version.json)")
-NO_GPU_FIX = ("run on the Jetson/GPU machine the engine was built for; check `nvidia-smi` (desktop) or that the "
-              "user is in the `video` group (Jetson), and in Docker start the container with `--runtime nvidia`")
 #: CUDA errors that mean "no usable GPU/driver here" rather than a failed operation: DependencyError with the fix.
 DRIVER_ERRORS: dict[str, str] = {
-    "cudaErrorInsufficientDriver": "the NVIDIA driver is missing or older than the CUDA this cuda-python targets: "
-                                   + NO_GPU_FIX + "; then " + CUDA_PYTHON_FIX,
+    "cudaErrorInsufficientDriver": "the NVIDIA driver is missing or supports an older CUDA than the runtime this "
+                                   "cuda-python bundles: " + CUDA_PYTHON_FIX + "; with no driver: " + NO_GPU_FIX,
     "cudaErrorCallRequiresNewerDriver": "this cuda-python needs a newer driver: " + CUDA_PYTHON_FIX,
     "cudaErrorStubLibrary": "only the CUDA stub library is present, not the driver: " + NO_GPU_FIX,
     "cudaErrorNoDevice": NO_GPU_FIX,
@@ -172,13 +177,21 @@ class CudaPythonBackend:
     non-blocking stream followed by a stream synchronize (pageable host
     memory, like torch's blocking copies); only ``execute`` is asynchronous.
     cudaSetDevice applies to the creating thread: use the backend there.
+    Start-up first compares the driver's CUDA with the runtime cuda-python bundles
+    (:func:`~.cuda_versions.startup_problem`; ``tegra`` overrides the Jetson detection).
     """
 
-    def __init__(self, device: int = 0, *, cudart: ModuleType | Any | None = None) -> None:
+    def __init__(self, device: int = 0, *, cudart: ModuleType | Any | None = None, tegra: bool | None = None) -> None:
+        self._closed = True  # until the stream exists: close()/__del__ have nothing to destroy
         self._rt = load_cudart(cudart)
         self.device = int(device)
-        self._closed = True  # until the stream exists: close()/__del__ have nothing to destroy
         self._live: weakref.WeakSet[CudaBuffer] = weakref.WeakSet()
+        #: driver and bundled-runtime CUDA versions, checked before any call that initialises CUDA
+        self.versions: CudaVersions = read_versions(self._rt)
+        problem = startup_problem(self.versions, tegra=is_tegra() if tegra is None else tegra,
+                                  package=cuda_python_package() if cudart is None else None)
+        if problem is not None:
+            raise problem
         (count,) = self._call("cudaGetDeviceCount")
         if int(count) < 1:
             raise DependencyError("running a TensorRT engine needs a CUDA GPU, and the CUDA runtime sees none",
