@@ -30,3 +30,16 @@ def digits_run(tmp_path_factory, default_cache):
                      "--eval-samples", "200", "--no-progress"])
     assert code == 0
     return out
+
+
+@pytest.fixture
+def torch_free_cuda():
+    """The gate of real-device tests: a started cuda-python CUDA backend (what the device runtime uses instead of
+    torch), closed afterwards; the test is skipped, saying why, where it does not start. Never gate on torch."""
+    from cuda_gate import start_cuda_backend
+
+    backend, problem = start_cuda_backend()
+    if backend is None:
+        pytest.skip(f"needs the torch-free CUDA backend (cuda-python) to start on a GPU: {problem}")
+    yield backend
+    backend.close()
