@@ -7,7 +7,10 @@ biases stay FP32, so the next op reads FP32 and TensorRT fuses each pair into
 an INT8 kernel. One activation pair is shared by all quantized consumers of a
 tensor. Weights keep FP32 storage behind Q->DQ by default (what TensorRT 8.6
 through 11 constant-fold); ``fold_weights`` stores INT8 initializers with DQ
-only (4x smaller, TensorRT >= 10 / ONNX Runtime).
+only (4x smaller, TensorRT >= 10 / ONNX Runtime). ``fp16_scales`` makes every
+scale exactly representable in float16 (rounded up, never 0): the INT8-over-FP16
+variant stores them as float16 at opset >= 19, and rounding *up* keeps
+``max|x| / scale <= 127`` so nothing the float32 scale covered is clipped.
 """
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ from .graph import constant_tensors, copy_model, onnx_module
 from .methods import INT8_MAX, amax_to_scale
 
 QUANTIZABLE_OPS: tuple[str, ...] = ("Conv", "Gemm", "MatMul")
+#: Smallest positive float16 (subnormal): a float16 scale below it would round to 0.
+FP16_TINY = float(np.float16(2.0 ** -24))
+FP16_MAX = 65504.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,21 @@ def weight_scales(w: np.ndarray, axis: int) -> np.ndarray:
     return np.asarray([amax_to_scale(a) for a in np.atleast_1d(amax)], dtype=np.float32)
 
 
+def fp16_ceil(a: np.ndarray | float) -> np.ndarray:
+    """Positive float32 scales → the nearest float16 value not below each (at least 2**-24), as float32.
+
+    Values beyond the float16 range are returned unchanged (such a tensor overflows FP16 anyway and
+    the FP16 rewrite keeps its nodes FP32, where the exact float32 scale is right).
+    """
+    x = np.asarray(a, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond 65504: inf here, the input is returned below
+        h = x.astype(np.float16)
+    low = h.astype(np.float32) < x
+    h = np.where(low, np.nextafter(h, np.float16(np.inf)), h)
+    out = np.maximum(h.astype(np.float32), np.float32(FP16_TINY))
+    return np.where(np.abs(x) > FP16_MAX, x, out).astype(np.float32)
+
+
 class _Names:
     def __init__(self, model: Any) -> None:
         g = model.graph
@@ -115,8 +136,9 @@ class _Names:
 
 
 def insert_qdq(model: Any, targets: Iterable[QuantTarget], act_scales: Mapping[str, float], *,
-               fold_weights: bool = False) -> Any:
-    """A copy of ``model`` with Q/DQ pairs for ``targets``; activation scales come from ``act_scales``."""
+               fold_weights: bool = False, fp16_scales: bool = False) -> Any:
+    """A copy of ``model`` with Q/DQ pairs for ``targets``; activation scales come from ``act_scales``
+    (``fp16_scales``: those and the weight scales rounded up to float16 values, see the module doc)."""
     onnx_module()  # a clear DependencyError when onnx is missing
     from onnx import helper, numpy_helper
 
@@ -142,7 +164,8 @@ def insert_qdq(model: Any, targets: Iterable[QuantTarget], act_scales: Mapping[s
             if tensor not in act_dq:
                 if tensor not in act_scales:
                     raise KeyError(f"no activation scale for tensor {tensor!r} (node {t.node})")
-                scale = const(f"{tensor}_scale", np.asarray(act_scales[tensor], dtype=np.float32))
+                value = np.asarray(act_scales[tensor], dtype=np.float32)
+                scale = const(f"{tensor}_scale", fp16_ceil(value) if fp16_scales else value)
                 zp = const(f"{tensor}_zero_point", np.asarray(0, dtype=np.int8))
                 q, dq = names.new(f"{tensor}_QuantizeLinear_Output"), names.new(f"{tensor}_DequantizeLinear_Output")
                 emit += [helper.make_node("QuantizeLinear", [tensor, scale, zp], [q],
@@ -156,6 +179,7 @@ def insert_qdq(model: Any, targets: Iterable[QuantTarget], act_scales: Mapping[s
             if key not in w_dq:
                 w = numpy_helper.to_array(inits[t.weight]).astype(np.float32)
                 s = weight_scales(w, t.axis)
+                s = fp16_ceil(s) if fp16_scales else s
                 scale = const(f"{t.weight}_scale", s)
                 zp = const(f"{t.weight}_zero_point", np.zeros(len(s), dtype=np.int8))
                 dq = names.new(f"{t.weight}_DequantizeLinear_Output")

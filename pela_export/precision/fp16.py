@@ -15,7 +15,7 @@ into place.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,11 @@ import onnx
 from .._io import atomic_path, ensure_writable_dir, sha256_file
 from ..errors import OnnxCheckError, OptionError, OutputDirError
 from .fp16_graph import FLOAT, HALF, elem_types, plan_fp16, rewrite_fp16
-from .ranges import FP16_MAX, fp16_overflow_nodes, node_label, observe_ranges
+from .ranges import FP16_MAX, TensorRange, fp16_overflow_nodes, node_label, observe_ranges
 from .registry import Feeds, PrecisionResult
+
+#: Adds derived entries to observed ranges before the overflow check (``int8fp16``: Q/DQ outputs).
+RangeHook = Callable[[dict[str, TensorRange]], None]
 
 #: Op types kept FP32 by default. Normalisations, Softmax and sum-type reductions
 #: accumulate over many elements (FP16 loses the small terms or overflows the sum);
@@ -192,9 +195,13 @@ def _user_blocks(model: onnx.ModelProto, opts: Fp16Options) -> dict[int, list[st
 
 
 def _range_blocks(src: Path, model: onnx.ModelProto, calib: Feeds, opts: Fp16Options,
-                  blocked: dict[int, list[str]]) -> dict[str, Any]:
-    """Add nodes touching activations beyond the FP16 range to ``blocked``; returns the record."""
+                  blocked: dict[int, list[str]], derive: RangeHook | None = None) -> dict[str, Any]:
+    """Add nodes touching activations beyond the FP16 range to ``blocked``; returns the record.
+
+    ``derive`` adds ranges of tensors ``model`` has and ``src`` lacks (the outputs of inserted Q/DQ nodes)."""
     ranges = observe_ranges(src, calib, threads=opts.threads)
+    if derive is not None:
+        derive(ranges)
     nodes = model.graph.node
     index = {node_label(n, i): i for i, n in enumerate(nodes)}
     over = fp16_overflow_nodes(model, ranges, margin=opts.range_margin)
@@ -207,7 +214,50 @@ def _range_blocks(src: Path, model: onnx.ModelProto, calib: Feeds, opts: Fp16Opt
             "overflow_nodes": [o.node for o in over]}
 
 
-def _write_checked(model: onnx.ModelProto, dst: Path, threads: int | None) -> list[str]:
+def find_blocks(src: Path, model: onnx.ModelProto, calib: Feeds | None, opts: Fp16Options,
+                derive: RangeHook | None = None) -> tuple[dict[int, list[str]], dict[str, Any], list[str]]:
+    """Nodes of ``model`` kept FP32 by op list, name and (given ``calib``) range on ``src``, with reasons.
+
+    Returns (node index → reasons, range-check record, user op types absent from the graph)."""
+    absent_ops = _check_names_in_graph(model, opts)
+    blocked = _user_blocks(model, opts)
+    ranges = _range_blocks(src, model, calib, opts, blocked, derive) if calib else {"checked": False, "batches": 0}
+    return blocked, ranges, absent_ops
+
+
+def apply_fp16(model: onnx.ModelProto, blocked: dict[int, list[str]],
+               opts: Fp16Options) -> tuple[onnx.ModelProto, list[dict[str, str]], dict[str, int]]:
+    """Rewrite ``model`` (in place, then re-inferred strictly): returns it, the kept nodes and node counts.
+
+    ``blocked`` gains the schema/weight reasons :func:`plan_fp16` finds."""
+    src_model = onnx.ModelProto()
+    src_model.CopyFrom(model)
+    types = elem_types(model)
+    plan = plan_fp16(model, types, blocked, opts.keep_io_fp32)
+    kept = [{"node": node_label(model.graph.node[i], i), "op": model.graph.node[i].op_type,
+             "reason": "; ".join(r)} for i, r in sorted(blocked.items()) if plan.mode[i] == "fp32"]
+    n_nodes, n_fp16 = len(model.graph.node), plan.mode.count("fp16")
+    n_casts = rewrite_fp16(model, plan, types, opts.keep_io_fp32)
+    counts = {"nodes": n_nodes, "nodes_fp16": n_fp16, "nodes_fp32": len(kept),
+              "nodes_other": n_nodes - n_fp16 - len(kept), "casts_added": n_casts}
+    return _infer_strict(model, src_model), kept, counts
+
+
+def options_record(opts: Fp16Options, absent_ops: list[str]) -> dict[str, Any]:
+    """What the options made FP32 (for the conversion details)."""
+    return {"block_ops": sorted({*opts.block_ops, *opts.extra_block_ops}),
+            "block_ops_source": "user" if opts.user_block_ops else "default",
+            "block_ops_not_in_graph": absent_ops, "block_nodes": list(opts.block_nodes),
+            "keep_io_fp32": opts.keep_io_fp32}
+
+
+def initializer_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """How many weights the rewrite stored FP16 and how many stayed FP32 (shared with kept nodes)."""
+    inits = [t.data_type for t in model.graph.initializer]
+    return {"initializers_fp16": inits.count(HALF), "initializers_fp32": inits.count(FLOAT)}
+
+
+def write_fp16(model: onnx.ModelProto, dst: Path, threads: int | None) -> list[str]:
     """Save atomically; the file is renamed into place only after it checks and loads."""
     try:
         with atomic_path(dst) as tmp:
@@ -235,30 +285,11 @@ class Fp16Converter:
             raise OutputDirError("FP16 output path is a directory", where=str(dst),
                                  fix="pass a file path ending in .onnx")
         ensure_writable_dir(dst.parent, flag="--out")
-        absent_ops = _check_names_in_graph(model, opts)
-        blocked = _user_blocks(model, opts)
-        ranges = _range_blocks(src, model, calib, opts, blocked) if calib else {"checked": False, "batches": 0}
-        src_model = onnx.ModelProto()
-        src_model.CopyFrom(model)
-        types = elem_types(model)
-        plan = plan_fp16(model, types, blocked, opts.keep_io_fp32)
-        kept = [{"node": node_label(model.graph.node[i], i), "op": model.graph.node[i].op_type,
-                 "reason": "; ".join(r)} for i, r in sorted(blocked.items()) if plan.mode[i] == "fp32"]
-        n_nodes, n_fp16 = len(model.graph.node), plan.mode.count("fp16")
-        n_casts = rewrite_fp16(model, plan, types, opts.keep_io_fp32)
-        model = _infer_strict(model, src_model)
-        warnings = _write_checked(model, dst, opts.threads)
-        inits = [t.data_type for t in model.graph.initializer]
-        details = {
-            "nodes": n_nodes, "nodes_fp16": n_fp16, "nodes_fp32": len(kept),
-            "nodes_other": n_nodes - n_fp16 - len(kept), "casts_added": n_casts,
-            "block_ops": sorted({*opts.block_ops, *opts.extra_block_ops}),
-            "block_ops_source": "user" if opts.user_block_ops else "default",
-            "block_ops_not_in_graph": absent_ops, "block_nodes": list(opts.block_nodes),
-            "keep_io_fp32": opts.keep_io_fp32, "range_check": ranges,
-            "initializers_fp16": inits.count(HALF), "initializers_fp32": inits.count(FLOAT),
-            "src": str(src), "src_sha256": src_sha, "warnings": warnings,
-        }
+        blocked, ranges, absent_ops = find_blocks(src, model, calib, opts)
+        model, kept, counts = apply_fp16(model, blocked, opts)
+        warnings = write_fp16(model, dst, opts.threads)
+        details = {**counts, **options_record(opts, absent_ops), "range_check": ranges, **initializer_counts(model),
+                   "src": str(src), "src_sha256": src_sha, "warnings": warnings}
         return PrecisionResult(precision="fp16", path=dst, kept_fp32=kept, details=details)
 
 
@@ -266,5 +297,5 @@ class Fp16Converter:
 convert_fp16: Fp16Converter = Fp16Converter()
 
 
-__all__ = ["DEFAULT_FP32_OPS", "FLAGS", "Fp16Converter", "Fp16Options", "convert_fp16", "elem_types",
-           "parse_options"]
+__all__ = ["DEFAULT_FP32_OPS", "FLAGS", "Fp16Converter", "Fp16Options", "RangeHook", "apply_fp16", "convert_fp16",
+           "elem_types", "find_blocks", "initializer_counts", "options_record", "parse_options", "write_fp16"]

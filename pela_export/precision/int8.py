@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pela_export.calibration import graph as g
 from pela_export.calibration.cache import CALIBRATOR_BY_METHOD, CALIBRATORS, make_cache, trt_version_number
 from pela_export.calibration.calibset import CalibrationSet, from_feeds
 from pela_export.calibration.methods import DEFAULT_PERCENTILE, SCALE_METHODS, ScaleParams
-from pela_export.calibration.qdq import QUANTIZABLE_OPS, QuantTarget, find_targets, insert_qdq
+from pela_export.calibration.qdq import QUANTIZABLE_OPS, QuantTarget, find_targets, fp16_ceil, insert_qdq
 from pela_export.calibration.sensitivity import DEFAULT_SENSITIVITY_BATCHES, int8_sensitivity, node_sensitivity, output_error
 from pela_export.calibration.statistics import DEFAULT_BINS, collect_statistics
 
@@ -37,12 +39,14 @@ from .._io import atomic_path, write_text_atomic
 from ..errors import DependencyError, OnnxCheckError, OptionError
 from .registry import Feeds, PrecisionResult
 
-__all__ = ["Int8Options", "convert_int8", "int8_sensitivity", "side_paths"]
+__all__ = ["Int8Options", "Quantized", "calib_set_of", "check_against_fp32", "convert_int8", "int8_sensitivity",
+           "load_checked", "modelopt_quantize", "quantize", "quantized_details", "side_paths", "write_side_files"]
 
 BACKENDS = ("pela", "modelopt")
 CALIB_FIX = "pass --calib-data digits|fashion-mnist|idx:DIR|images:DIR|FILE.npz (API: calib=calibration_set(...))"
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear
 CHECK_BATCHES = 2
+_NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 def _names(value: Any, key: str) -> tuple[str, ...]:
@@ -168,6 +172,112 @@ def _select(model: Any, calib_set: CalibrationSet, scales: Mapping[str, float], 
     return kept, excluded, skipped, sensitivity
 
 
+@dataclass
+class Quantized:
+    """One calibration and Q/DQ placement in memory (nothing written): shared by ``int8`` and ``int8fp16``."""
+
+    model: Any  # the FP32 graph, nodes named
+    qmodel: Any  # the FP32 graph with Q/DQ pairs
+    calib_set: CalibrationSet
+    stats: Any  # ActivationStatistics
+    scales: dict[str, float]  # activation tensor -> scale, exactly as in the graph
+    kept: list[QuantTarget]
+    excluded: list[dict[str, str]]
+    skipped: list[dict[str, str]]
+    sensitivity: list[dict[str, Any]] | None
+
+
+def load_checked(src: Path, o: Int8Options) -> Any:
+    """The FP32 graph with named nodes, refused early when Q/DQ cannot be placed in it."""
+    model = g.name_nodes(g.load_model(src))
+    opset = g.default_opset(model)
+    if opset < MIN_OPSET:
+        raise OnnxCheckError(f"opset {opset} has no per-channel Q/DQ (needs >= {MIN_OPSET})", where=str(src),
+                             fix="re-export with --opset 17")
+    if model.ByteSize() >= g.PROTO_LIMIT:
+        raise OptionError("models over 2 GiB are not supported by the int8 converter", where=str(src),
+                          fix="use the int8 option backend='modelopt' or a smaller model")
+    _check_exclusions(model, o)
+    return model
+
+
+def quantize(model: Any, calib_set: CalibrationSet, o: Int8Options, *, fp16_scales: bool = False) -> Quantized:
+    """Statistics, scales, placement and the Q/DQ copy (checked by onnx.checker) of ``model``."""
+    stats = collect_statistics(model, calib_set, bins=o.bins, threads=o.threads)
+    scales = stats.scales(o.method, percentile=o.percentile)
+    if fp16_scales:  # the graph's float16 scales, so the cache and statistics record what the graph holds
+        scales = {k: float(fp16_ceil(v)) for k, v in scales.items()}
+    kept, excluded, skipped, sensitivity = _select(model, calib_set, scales, o)
+    qmodel = insert_qdq(model, kept, scales, fold_weights=o.fold_weights, fp16_scales=fp16_scales)
+    try:
+        g.onnx_module().checker.check_model(qmodel)
+    except Exception as exc:
+        raise OnnxCheckError(f"the Q/DQ model fails onnx.checker ({exc})", where="int8",
+                             fix="exclude the offending node (exclude_nodes) and report the model") from exc
+    return Quantized(model, qmodel, calib_set, stats, scales, kept, excluded, skipped, sensitivity)
+
+
+def calib_set_of(calib: Feeds | None, precision: str) -> CalibrationSet:
+    """The calibration batches as a :class:`CalibrationSet` (an OptionError naming --calib-data when absent)."""
+    if calib is None:
+        raise OptionError("INT8 needs calibration data and none was given", where=f"--precision {precision}",
+                          fix=CALIB_FIX)
+    return calib if isinstance(calib, CalibrationSet) else from_feeds(calib)
+
+
+def write_side_files(q: Quantized, dst: Path, o: Int8Options) -> dict[str, Any]:
+    """Statistics, manifest and (TensorRT <= 10) the calibration cache beside ``dst``; returns their record."""
+    paths = side_paths(dst)
+    calibrator = o.calibrator or CALIBRATOR_BY_METHOD.get(o.method, "EntropyCalibration2")
+    cache = None if _no_implicit_int8(o.trt_version) else make_cache(q.scales, trt_version=o.trt_version,
+                                                                     calibrator=calibrator)
+    q.stats.extra.update(method=o.method, percentile=o.percentile, scales=q.scales)
+    q.stats.write(paths["statistics"])
+    q.calib_set.manifest.write(paths["manifest"])
+    if cache is not None:
+        write_text_atomic(paths["cache"], cache.to_text())
+    return {"calibration_cache": str(paths["cache"]) if cache else None,
+            "cache_header": cache.header if cache else None,
+            "cache_note": None if cache else f"TensorRT {o.trt_version} has no implicit INT8: no cache written",
+            "statistics": str(paths["statistics"]), "manifest": str(paths["manifest"])}
+
+
+def quantized_details(q: Quantized, o: Int8Options, check: dict[str, Any], side: Mapping[str, Any]) -> dict[str, Any]:
+    """The conversion record of a Q/DQ variant: calibration, placement, scales, check and side files."""
+    cs = q.calib_set
+    quantized_acts = sorted({a for t in q.kept for a in t.activations})
+    details = {
+        "backend": "pela", "method": o.method, "samples": cs.num_samples, "batches": len(cs),
+        "batch_size": cs.batch_size, "calibration": cs.manifest.to_dict(),
+        "quantized_nodes": len(q.kept), "quantized": [t.node for t in q.kept], "excluded": q.excluded,
+        "not_quantizable": q.skipped, "sensitivity": q.sensitivity,
+        "weights": "int8 symmetric per-channel (output axis), zero point 0"
+                   + (", stored int8" if o.fold_weights else ", stored fp32 behind Q->DQ"),
+        "activations": "int8 symmetric per-tensor, zero point 0",
+        "activation_scales": {a: q.scales[a] for a in quantized_acts},
+        "check": check, **side,
+    }
+    if o.method == "percentile":
+        details["percentile"] = o.percentile
+    if q.stats.extra.get("dropped_samples"):
+        details["dropped_samples"] = q.stats.extra["dropped_samples"]  # static-batch model: short remainder
+    return details
+
+
+def check_against_fp32(model: Any, variant: Any, calib_set: CalibrationSet, threads: int | None) -> dict[str, Any]:
+    """Output error of ``variant`` vs the FP32 ``model`` on the first calibration batches (ORT basic level).
+
+    Float feeds are cast to the dtypes the variant declares (FP16 I/O), outputs compared in float64.
+    """
+    ref_sess, sess = g.session(model, threads=threads), g.session(variant, threads=threads)
+    batches = list(g.micro_batches(calib_set[:CHECK_BATCHES], fixed=g.fixed_batch(ref_sess)))
+    dtypes = {i.name: _NP.get(i.type) for i in sess.get_inputs()}
+    cast = [{k: v.astype(dtypes[k]) if dtypes.get(k) and v.dtype.kind == "f" else v for k, v in b.items()}
+            for b in batches]
+    err = output_error([g.run(ref_sess, b) for b in batches], [g.run(sess, b) for b in cast])
+    return {**err, "batches": len(batches), "reference": "fp32 onnxruntime"}
+
+
 class Int8Converter:
     """``PRECISIONS["int8"]``: FP32 ONNX + calibration batches -> Q/DQ INT8 ONNX and its side files."""
 
@@ -176,94 +286,51 @@ class Int8Converter:
     def __call__(self, src: Path, dst: Path, *, calib: Feeds | None = None,
                  options: Mapping[str, Any] | None = None) -> PrecisionResult:
         o = Int8Options.parse(options)
-        if calib is None:
-            raise OptionError("INT8 needs calibration data and none was given", where="--precision int8",
-                              fix=CALIB_FIX)
+        calib_set = calib_set_of(calib, "int8")
         src, dst = Path(src), Path(dst)
-        model = g.name_nodes(g.load_model(src))
-        opset = g.default_opset(model)
-        if opset < MIN_OPSET:
-            raise OnnxCheckError(f"opset {opset} has no per-channel Q/DQ (needs >= {MIN_OPSET})", where=str(src),
-                                 fix="re-export with --opset 17")
-        if model.ByteSize() >= g.PROTO_LIMIT:
-            raise OptionError("models over 2 GiB are not supported by the int8 converter", where=str(src),
-                              fix="use the int8 option backend='modelopt' or a smaller model")
-        _check_exclusions(model, o)
-        calib_set = from_feeds(calib) if not isinstance(calib, CalibrationSet) else calib
+        model = load_checked(src, o)
         if o.backend == "modelopt":
-            return _modelopt(src, dst, calib_set, o)
-
-        stats = collect_statistics(model, calib_set, bins=o.bins, threads=o.threads)
-        scales = stats.scales(o.method, percentile=o.percentile)
-        kept, excluded, skipped, sensitivity = _select(model, calib_set, scales, o)
-        qmodel = insert_qdq(model, kept, scales, fold_weights=o.fold_weights)
-        onnx = g.onnx_module()
-        try:
-            onnx.checker.check_model(qmodel)
-        except Exception as exc:
-            raise OnnxCheckError(f"the Q/DQ model fails onnx.checker ({exc})", where=str(dst),
-                                 fix="exclude the offending node (exclude_nodes) and report the model") from exc
-        ref_sess, q_sess = g.session(model, threads=o.threads), g.session(qmodel, threads=o.threads)
-        check_batches = list(g.micro_batches(calib_set[:CHECK_BATCHES], fixed=g.fixed_batch(ref_sess)))
-        check = output_error([g.run(ref_sess, b) for b in check_batches], [g.run(q_sess, b) for b in check_batches])
-
-        paths = side_paths(dst)
-        calibrator = o.calibrator or CALIBRATOR_BY_METHOD.get(o.method, "EntropyCalibration2")
-        cache = None if _no_implicit_int8(o.trt_version) else make_cache(scales, trt_version=o.trt_version,
-                                                                         calibrator=calibrator)
-        stats.extra.update(method=o.method, percentile=o.percentile, scales=scales)
-        stats.write(paths["statistics"])
-        calib_set.manifest.write(paths["manifest"])
-        if cache is not None:
-            write_text_atomic(paths["cache"], cache.to_text())
+            return modelopt_quantize(src, dst, calib_set, o, "int8")
+        q = quantize(model, calib_set, o)
+        check = check_against_fp32(model, q.qmodel, calib_set, o.threads)
+        side = write_side_files(q, dst, o)
         with atomic_path(dst) as tmp:
-            onnx.save_model(qmodel, str(tmp))
-
-        quantized_acts = sorted({a for t in kept for a in t.activations})
-        details = {
-            "backend": "pela", "method": o.method, "samples": calib_set.num_samples, "batches": len(calib_set),
-            "batch_size": calib_set.batch_size, "calibration": calib_set.manifest.to_dict(),
-            "quantized_nodes": len(kept), "quantized": [t.node for t in kept], "excluded": excluded,
-            "not_quantizable": skipped, "sensitivity": sensitivity,
-            "weights": "int8 symmetric per-channel (output axis), zero point 0"
-                       + (", stored int8" if o.fold_weights else ", stored fp32 behind Q->DQ"),
-            "activations": "int8 symmetric per-tensor, zero point 0",
-            "activation_scales": {a: scales[a] for a in quantized_acts},
-            "check": {**check, "batches": len(check_batches), "reference": "fp32 onnxruntime"},
-            "calibration_cache": str(paths["cache"]) if cache else None,
-            "cache_header": cache.header if cache else None,
-            "cache_note": None if cache else f"TensorRT {o.trt_version} has no implicit INT8: no cache written",
-            "statistics": str(paths["statistics"]), "manifest": str(paths["manifest"]),
-        }
-        if o.method == "percentile":
-            details["percentile"] = o.percentile
-        if stats.extra.get("dropped_samples"):
-            details["dropped_samples"] = stats.extra["dropped_samples"]  # static-batch model: short remainder
-        return PrecisionResult("int8", dst, kept_fp32=excluded + skipped, details=details)
+            g.onnx_module().save_model(q.qmodel, str(tmp))
+        return PrecisionResult("int8", dst, kept_fp32=q.excluded + q.skipped,
+                               details=quantized_details(q, o, check, side))
 
 
-def _modelopt(src: Path, dst: Path, calib_set: CalibrationSet, o: Int8Options) -> PrecisionResult:
-    """Optional backend: NVIDIA ModelOpt's ONNX PTQ (its own placement and scales; no cache from us)."""
+def modelopt_quantize(src: Path, dst: Path, calib_set: CalibrationSet, o: Int8Options, precision: str,
+              fp16: Mapping[str, Any] | None = None) -> PrecisionResult:
+    """Optional backend: NVIDIA ModelOpt's ONNX PTQ (its own placement and scales; no cache from us).
+
+    ``high_precision_dtype`` is passed explicitly: ModelOpt's default became "fp16" (its AutoCast then
+    raises the opset to 19+), which would turn the FP32-graph ``int8`` into an FP16 graph.
+    """
     try:
         from modelopt.onnx.quantization import quantize  # type: ignore[import-not-found]
     except ImportError:
-        raise DependencyError("the int8 backend 'modelopt' needs NVIDIA ModelOpt, which is not installed",
+        raise DependencyError(f"the {precision} backend 'modelopt' needs NVIDIA ModelOpt, which is not installed",
                               fix="pip install 'nvidia-modelopt[onnx]', or use the default backend 'pela'") from None
     if o.method not in ("entropy", "max"):
         raise OptionError(f"ModelOpt calibrates with entropy or max, not {o.method!r}", fix="pass method entropy|max")
+    extra: dict[str, Any] = {"high_precision_dtype": "fp16" if fp16 is not None else "fp32"}
+    if fp16 is not None:
+        extra["op_types_to_exclude_fp16"] = list(fp16.get("block_ops") or ())
     with atomic_path(dst) as tmp:
         out = tmp.with_name(tmp.stem + ".onnx")  # ModelOpt derives file names from an .onnx output path
         try:
             quantize(onnx_path=str(src), quantize_mode="int8", calibration_data=dict(calib_set.arrays),
                      calibration_method=o.method, calibration_eps=["cpu"],
                      nodes_to_exclude=list(o.exclude_nodes) or None, op_types_to_exclude=list(o.exclude_ops) or None,
-                     output_path=str(out))
+                     output_path=str(out), **extra)
             out.replace(tmp)
         finally:
             out.unlink(missing_ok=True)
     calib_set.manifest.write(side_paths(dst)["manifest"])
-    return PrecisionResult("int8", dst, details={
+    return PrecisionResult(precision, dst, details={
         "backend": "modelopt", "method": o.method, "samples": calib_set.num_samples,
+        "high_precision_dtype": extra["high_precision_dtype"],
         "calibration": calib_set.manifest.to_dict(), "manifest": str(side_paths(dst)["manifest"]),
         "calibration_cache": None, "cache_note": "ModelOpt chooses its own scales; no TensorRT cache written"})
 

@@ -2,7 +2,8 @@
 
 Every table that used to list precisions by hand - ``--precision`` choices, the
 precision option flags, the converter options, ONNX Runtime optimisation levels,
-golden tolerances, chart colours, report order, TensorRT builder flags - is read
+golden tolerances, chart colours, report order, TensorRT builder flags, the
+``--precision`` default, the flags one precision shares with others - is read
 from these records, so a new precision is one :func:`register_precision` call
 (plus its converter). Torch-, onnx- and numpy-free: the converter is resolved
 lazily from a ``"module:attr"`` string, so the device runtime and the CLI parser
@@ -72,6 +73,13 @@ class PrecisionOptions(OptionGroup):
     def check(self) -> None:
         """Value checks that need no model (an :class:`OptionError` naming the flag); override as needed."""
 
+    def share(self, others: Mapping[str, PrecisionOptions]) -> PrecisionOptions:
+        """These options completed with those of the precisions the spec's ``shares_options`` names.
+
+        A precision built from others (``int8fp16``: INT8 calibration on the FP16 graph) reads their
+        flags instead of duplicating them; a spec with ``shares_options`` must override this."""
+        raise NotImplementedError(f"{type(self).__name__} must implement share() to read {sorted(others)}")
+
 
 @dataclass(frozen=True)
 class NoOptions(PrecisionOptions):
@@ -95,6 +103,9 @@ class PrecisionSpec:
     ort_level_reason: str | None = None
     trt_flags: tuple[str, ...] = ()  # TensorRT builder flags a weakly typed build of this variant sets
     quantized: bool = False  # Q/DQ graph with a calibration cache beside it
+    shares_options: tuple[str, ...] = ()  # precisions whose options (flags) this one also reads
+    default: bool = False  # in --precision when the user gives none (default_precisions())
+    default_reason: str = ""  # why, recorded in the report when the default is used
 
     def resolve(self) -> Any:
         """The converter callable (imports its module on first use)."""
@@ -125,6 +136,9 @@ def _check_spec(spec: PrecisionSpec) -> None:
         raise ValueError(f"precision {spec.name!r}: golden_tolerance must be (atol fraction, rtol) >= 0")
     if not (isinstance(spec.options, type) and issubclass(spec.options, PrecisionOptions) and is_dataclass(spec.options)):
         raise ValueError(f"precision {spec.name!r}: options must be a PrecisionOptions dataclass")
+    if spec.shares_options and spec.options.share is PrecisionOptions.share:
+        raise ValueError(f"precision {spec.name!r} shares {spec.shares_options} but its options class "
+                         f"{spec.options.__name__} does not implement share()")
     taken = {f.name: s.name for s in (_SPECS.get(n) for n in _SPECS.names()) for f in fields(s.options)}
     clash = [f.name for f in fields(spec.options) if f.name in taken]
     if clash:
@@ -182,16 +196,45 @@ def precision_order(names: Iterable[str]) -> list[str]:
     return sorted(unique, key=lambda n: (known.get(n, len(known)), unique.index(n)))
 
 
+def default_precisions() -> tuple[str, ...]:
+    """``--precision`` when the user gives none: the specs registered with ``default=True``, in report order."""
+    return tuple(s.name for s in precision_specs() if s.default)
+
+
+def default_note() -> str:
+    """The automatic choice, worded for the report (it names every default and the INT8 alternative)."""
+    chosen = [precision_spec(n) for n in default_precisions()]
+    why = "; ".join(f"{s.name}: {s.default_reason}" for s in chosen if s.default_reason)
+    return f"--precision not given: {','.join(s.name for s in chosen)}" + (f" ({why})" if why else "")
+
+
+def resolve_precisions(given: Iterable[str] | None) -> tuple[tuple[str, ...], str | None]:
+    """(the precisions to write, the automatic choice to record or None).
+
+    An explicit list is used exactly as given - ``--precision int8`` stays the FP32-graph INT8, never
+    swapped for int8fp16; only an absent list takes :func:`default_precisions` (and says so)."""
+    if given is None:
+        return default_precisions(), default_note()
+    return tuple(given), None
+
+
+def _readers(name: str) -> list[str]:
+    """Precisions that read the options of ``name``: itself and those sharing them, in report order."""
+    return [s.name for s in precision_specs() if s.name == name or name in s.shares_options]
+
+
 def check_precision_options(precisions: Iterable[str], given: Mapping[str, Any] | None) -> dict[str, Any]:
     """Options per precision: every name known, each value its spec's options class, checked.
 
-    Selected precisions without options get their defaults; an option set for a precision
-    the run does not select is an error naming the flag and the precision (never ignored).
+    Selected precisions without options get their defaults; a precision whose spec shares others'
+    options gets them (given or default) through ``share``; an option set for a precision no selected
+    precision reads is an error naming the flag and the precisions that read it (never ignored).
     """
     selected = list(precisions)
     for name in selected:
         precision_spec(name)
     out: dict[str, Any] = {}
+    given_checked: dict[str, Any] = {}
     for name, opts in (given or {}).items():
         spec = precision_spec(name)
         if not isinstance(opts, spec.options):
@@ -199,17 +242,24 @@ def check_precision_options(precisions: Iterable[str], given: Mapping[str, Any] 
                               f"{spec.options.__name__}", fix=f"pass precision_options={{{name!r}: "
                                                               f"{spec.options.__name__}(...)}} (API) or its CLI flags")
         set_flags = [opts.flag(k) for k in opts.given()]
-        if set_flags and name not in selected:
-            raise OptionError(f"{set_flags[0]} is only used with --precision {name}, which this run does not select",
-                              fix=f"add {name} to --precision, or drop {set_flags[0]}")
+        readers = _readers(name)
+        if set_flags and not any(r in selected for r in readers):
+            raise OptionError(f"{set_flags[0]} is only used with --precision {' or '.join(readers)}, which this run "
+                              f"does not select", fix=f"add {readers[0]} to --precision, or drop {set_flags[0]}")
+        given_checked[name] = opts
         if name in selected:
             out[name] = opts
     for name in selected:
-        out.setdefault(name, precision_spec(name).default_options())
+        spec = precision_spec(name)
+        out.setdefault(name, spec.default_options())
+        if spec.shares_options:
+            out[name] = out[name].share({n: given_checked.get(n) or precision_spec(n).default_options()
+                                         for n in spec.shares_options})
         out[name].check()
     return {n: out[n] for n in selected}
 
 
 __all__ = ["BUILTIN_MODULES", "NAME_PATTERN", "NoOptions", "ORT_LEVELS", "PrecisionOptions", "PrecisionSpec",
-           "check_precision_options", "comma_names", "find_spec", "precision_names", "precision_order", "precision_spec", "precision_specs",
-           "register_precision", "split_variant", "unregister_precision", "variant_name"]
+           "check_precision_options", "comma_names", "default_note", "default_precisions", "find_spec",
+           "precision_names", "precision_order", "precision_spec", "precision_specs", "register_precision",
+           "resolve_precisions", "split_variant", "unregister_precision", "variant_name"]

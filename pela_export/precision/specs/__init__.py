@@ -5,4 +5,4 @@ Light on purpose (no onnx, numpy or torch): the converters are named by
 """
 from __future__ import annotations
 
-from . import fp16, fp32, int8  # noqa: F401  (register "fp32", "fp16", "int8")
+from . import fp16, fp32, int8, int8fp16  # noqa: F401  (register "fp32", "fp16", "int8", "int8fp16")

@@ -51,4 +51,4 @@ FP16: PrecisionSpec = register_precision(
     golden_tolerance=(1e-2, 1e-2),
     converter="pela_export.precision.fp16:convert_fp16",
     needs_calibration=False,  # calibration feeds only enable the overflow check
-    options=Fp16RunOptions, trt_flags=("FP16",))
+    options=Fp16RunOptions, trt_flags=("FP16",), default=True)

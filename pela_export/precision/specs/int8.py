@@ -64,4 +64,5 @@ INT8: PrecisionSpec = register_precision(
     ort_level="basic",
     ort_level_reason="fused INT8 CPU kernels saturate on AVX2 hosts without VNNI; basic runs Q/DQ as simulated "
                      "quantization, the arithmetic TensorRT's INT8 kernels approximate",
-    trt_flags=("INT8",), quantized=True)
+    trt_flags=("INT8",), quantized=True,
+    default=False)  # by name only: int8fp16 is the default INT8 variant (Q/DQ on the FP16 graph)
