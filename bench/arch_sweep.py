@@ -7,7 +7,7 @@ k = 2, export original and compressed to ONNX, simplify, verify both against PyT
 factorized, the parameter ratio and whether the compressed ONNX verified, or the tool's one-line reason when
 it stopped (a traceback counts as a failure of the tool).
 
-    python bench/arch_sweep.py                    # everything (about 30 minutes on 2 CPU cores)
+    python bench/arch_sweep.py                    # everything (about 30 minutes on 2 quiet CPU cores)
     python bench/arch_sweep.py --only resnet,vit  # a subset, by family
     python bench/arch_sweep.py --only swinv2 --merge  # re-measure those rows in the committed table
 
@@ -46,13 +46,7 @@ def hf_models(root: Path) -> list[tuple[str, str, str]]:
         ("distilbert", T.DistilBertConfig(dim=64, n_layers=2, n_heads=2, hidden_dim=128, vocab_size=500,
                                           max_position_embeddings=128, num_labels=3),
          T.DistilBertForSequenceClassification),
-        ("albert", T.AlbertConfig(embedding_size=32, **small), T.AlbertForSequenceClassification),
-        ("electra", T.ElectraConfig(embedding_size=32, **small), T.ElectraForSequenceClassification),
         ("deberta-v2", T.DebertaV2Config(**small), T.DebertaV2ForSequenceClassification),
-        ("mobilebert", T.MobileBertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                          intermediate_size=128, embedding_size=32, intra_bottleneck_size=32,
-                                          true_hidden_size=32, vocab_size=500, max_position_embeddings=128,
-                                          num_labels=3), T.MobileBertForSequenceClassification),
         ("vit (hf)", T.ViTConfig(image_size=32, patch_size=8, num_channels=3, **{k: v for k, v in small.items()
                                                                                if k not in ("vocab_size", "max_position_embeddings")}),
          T.ViTForImageClassification),
@@ -86,8 +80,14 @@ def run_one(family: str, name: str, spec: str, shape: str | None, out: Path, tim
         rc, stderr = proc.returncode, proc.stderr
     except subprocess.TimeoutExpired:
         rc, stderr = -1, f"pela-export: error: timed out after {timeout} s"
-    row: dict[str, Any] = {"family": family, "model": name, "input_shape": shape, "rc": rc,
-                           "seconds": round(time.perf_counter() - t0, 1), "command": " ".join(cmd[1:])}
+    return read_row(family, name, shape, out, rc, stderr, round(time.perf_counter() - t0, 1), " ".join(cmd[1:]))
+
+
+def read_row(family: str, name: str, shape: str | None, out: Path, rc: int, stderr: str, seconds: float,
+             command: str) -> dict[str, Any]:
+    """One table row from a finished run's output directory and its exit status / stderr."""
+    row: dict[str, Any] = {"family": family, "model": name, "input_shape": shape, "rc": rc, "seconds": seconds,
+                           "command": command}
     comp = out / "stages" / "compress.json"
     if comp.is_file():
         c = json.loads(comp.read_text())
