@@ -10,10 +10,10 @@ from typing import Any
 from torch import nn
 
 #: (family, timm model, create_model kwargs). One small variant per family; img_size reduced where allowed.
+#: 30 families: the issue's list plus others, chosen small enough that the sweep fits about 30 minutes on 2 CPUs.
 TIMM_MODELS: list[tuple[str, str, dict[str, Any]]] = [
     ("vit", "vit_tiny_patch16_224", {"img_size": 96}),
     ("deit", "deit_tiny_patch16_224", {"img_size": 96}),
-    ("deit3", "deit3_small_patch16_224", {"img_size": 96}),
     ("swin", "swin_tiny_patch4_window7_224", {"img_size": 112}),
     ("swinv2", "swinv2_cr_tiny_ns_224", {"img_size": 112}),
     ("convnext", "convnext_atto", {}),
@@ -30,27 +30,18 @@ TIMM_MODELS: list[tuple[str, str, dict[str, Any]]] = [
     ("eva02", "eva02_tiny_patch14_224", {"img_size": 112}),
     ("maxvit", "maxvit_nano_rw_256", {}),
     ("resnet", "resnet18", {}),
-    ("resnetv2", "resnetv2_50", {}),
     ("mobilenetv2", "mobilenetv2_050", {}),
     ("mobilenetv3", "mobilenetv3_small_050", {}),
     ("regnet", "regnetx_002", {}),
     ("efficientnet", "efficientnet_b0", {}),
     ("ghostnet", "ghostnet_050", {}),
-    ("densenet", "densenet121", {}),
     ("poolformer", "poolformer_s12", {}),
-    ("mlp_mixer", "mixer_s32_224", {"img_size": 96}),
     ("resmlp", "resmlp_12_224", {"img_size": 96}),
     ("coat", "coat_lite_tiny", {}),
-    ("twins", "twins_svt_small", {}),
-    ("crossvit", "crossvit_tiny_240", {}),
-    ("tnt", "tnt_s_patch16_224", {"img_size": 96}),
     ("edgenext", "edgenext_xx_small", {}),
     ("fastvit", "fastvit_t8", {}),
     ("repvit", "repvit_m1", {}),
     ("tiny_vit", "tiny_vit_5m_224", {}),
-    ("hiera", "hiera_tiny_224", {}),
-    ("gcvit", "gcvit_xxtiny", {}),
-    ("nextvit", "nextvit_small", {}),
 ]
 _BY_NAME = {name: (family, kwargs) for family, name, kwargs in TIMM_MODELS}
 
