@@ -123,10 +123,20 @@ def text_inputs(model: nn.Module, directory: Path) -> list[str]:
     return accepted
 
 
+#: Families whose position ids start after the padding index (RoBERTa's ``create_position_ids_from_input_ids``):
+#: a sequence may use max_position_embeddings - (pad_token_id + 1) positions (514 -> 512 for roberta-base).
+POSITION_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
+                                   "data2vec-text", "ibert", "roberta-prelayernorm", "mpnet"})
+
+
 def sequence_range(config: Any, directory: Path, user_length: int | None) -> tuple[AxisRange, str]:
     """min/opt/max of the sequence axis from the config (``--max-length`` caps max and opt)."""
     positions = int(getattr(config, "max_position_embeddings", MAX_SEQUENCE) or MAX_SEQUENCE)
     origin = f"config (max_position_embeddings {positions})"
+    pad = getattr(config, "pad_token_id", None)
+    if getattr(config, "model_type", None) in POSITION_OFFSET_TYPES and isinstance(pad, int) and pad >= 0:
+        positions -= pad + 1
+        origin = f"config (max_position_embeddings {positions + pad + 1} minus padding offset {pad + 1})"
     top = min(positions, MAX_SEQUENCE)
     st_cfg = directory / "sentence_bert_config.json"
     if st_cfg.is_file():

@@ -110,3 +110,15 @@ def test_pool_modes():
     torch.testing.assert_close(pool(states, mask, "mean"), states[:, :2].mean(1))
     torch.testing.assert_close(pool(states, mask, "max"), states[:, 1])
     torch.testing.assert_close(pool(states, mask, "mean_sqrt_len"), states[:, :2].sum(1) / 2 ** 0.5)
+
+
+def test_roberta_sequence_axis_leaves_the_padding_offset(tmp_path):
+    cfg = transformers.RobertaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                     vocab_size=100, max_position_embeddings=40, num_labels=2)
+    torch.manual_seed(0)
+    transformers.RobertaForSequenceClassification(cfg).save_pretrained(tmp_path / "r")
+    m = resolve_model(f"hf:{tmp_path / 'r'}")
+    seq = m.spec.axes["sequence"]
+    assert seq.max == 40 - 2 and "padding offset 2" in m.extra.get("sequence_origin", "") + str(m.input_shape_origin)
+    with torch.no_grad():  # the longest sequence the profile allows runs (40 tokens would index past the table)
+        m.model(*m.dummy_inputs(2, sizes={"sequence": seq.max}))
