@@ -194,6 +194,8 @@ class BuildVariant(_Part):
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
+        if not self.precision_mode:  # records from before the field, and builds that planned nothing
+            out.pop("precision_mode", None)
         if self.engine is None:
             del out["engine"]
         return out
