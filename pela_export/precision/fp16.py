@@ -225,21 +225,23 @@ def find_blocks(src: Path, model: onnx.ModelProto, calib: Feeds | None, opts: Fp
     return blocked, ranges, absent_ops
 
 
-def apply_fp16(model: onnx.ModelProto, blocked: dict[int, list[str]],
-               opts: Fp16Options) -> tuple[onnx.ModelProto, list[dict[str, str]], dict[str, int]]:
+def apply_fp16(model: onnx.ModelProto, blocked: dict[int, list[str]], opts: Fp16Options, *,
+               uncounted: frozenset[str] = frozenset()) -> tuple[onnx.ModelProto, list[dict[str, str]], dict[str, int]]:
     """Rewrite ``model`` (in place, then re-inferred strictly): returns it, the kept nodes and node counts.
 
-    ``blocked`` gains the schema/weight reasons :func:`plan_fp16` finds."""
+    ``blocked`` gains the schema/weight reasons :func:`plan_fp16` finds; op types in ``uncounted``
+    (``int8fp16``: Q/DQ, recorded apart) are left out of the counts but not out of the kept list."""
     src_model = onnx.ModelProto()
     src_model.CopyFrom(model)
     types = elem_types(model)
     plan = plan_fp16(model, types, blocked, opts.keep_io_fp32)
     kept = [{"node": node_label(model.graph.node[i], i), "op": model.graph.node[i].op_type,
              "reason": "; ".join(r)} for i, r in sorted(blocked.items()) if plan.mode[i] == "fp32"]
-    n_nodes, n_fp16 = len(model.graph.node), plan.mode.count("fp16")
+    modes = [m for n, m in zip(model.graph.node, plan.mode, strict=True) if n.op_type not in uncounted]
+    n_fp16, n_fp32 = modes.count("fp16"), modes.count("fp32")
     n_casts = rewrite_fp16(model, plan, types, opts.keep_io_fp32)
-    counts = {"nodes": n_nodes, "nodes_fp16": n_fp16, "nodes_fp32": len(kept),
-              "nodes_other": n_nodes - n_fp16 - len(kept), "casts_added": n_casts}
+    counts = {"nodes": len(modes), "nodes_fp16": n_fp16, "nodes_fp32": n_fp32,
+              "nodes_other": len(modes) - n_fp16 - n_fp32, "casts_added": n_casts}
     return _infer_strict(model, src_model), kept, counts
 
 

@@ -145,7 +145,7 @@ class Int8Fp16Converter:
         graph = g.copy_model(q.qmodel)
         blocked, ranges, absent = find_blocks(src, graph, calib_set, o16, derive=dq_bounds(graph))
         followed = keep_with_consumers(graph, blocked)
-        graph, kept, counts = apply_fp16(graph, blocked, o16)
+        graph, kept, counts = apply_fp16(graph, blocked, o16, uncounted=QDQ_OPS)
         check = check_against_fp32(model, graph, calib_set, o8.threads)
         ensure_writable_dir(dst.parent, flag="--out")
         warnings = write_fp16(graph, dst, o8.threads)
