@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .runtime.sums import Problem
 
 __all__ = ["RunConfig", "STAGES", "run", "compress", "export", "precision", "build", "bench", "package", "inspect", "prepare",
-           "verify_bundle", "device_bench", "merge_reports"]
+           "verify_bundle", "device_bench", "merge_reports", "sweep", "sweep_from_args"]
 
 
 def prepare(cfg: RunConfig, loaded: LoadedModel | None = None) -> Context:
@@ -118,6 +118,29 @@ def package(cfg: RunConfig) -> dict[str, Any]:
     from .pipeline.package import package_stage
 
     return package_stage(prepare(cfg)).to_dict()
+
+
+def sweep(base: dict[str, Any], grid: Any = None, out: str | os.PathLike[str] | None = None, *,
+          budget_minutes: float | None = 60.0) -> dict[str, Any]:
+    """Measure a grid of compression settings and write the Pareto front (``sweep.{json,md,png}`` in ``out``).
+
+    ``base``: ``RunConfig.of`` keywords every point shares (``spec``, ``eval_data``, ``threads``, ...);
+    ``grid``: a :class:`pela_export.sweep.grid.Grid` (None: ratios 2,3,4, the default method, fp32).
+    Returns sweep.json's content plus ``paths``; points already measured in ``out`` are reused.
+    """
+    from .sweep.command import sweep as _sweep
+    from .sweep.grid import Grid
+
+    return _sweep(base, grid or Grid(), None if out is None else str(out), budget_minutes=budget_minutes)
+
+
+def sweep_from_args(ns: Any) -> dict[str, Any]:
+    """``pela-export sweep``'s parsed flags → :func:`sweep`."""
+    from .sweep.command import base_from_namespace
+    from .sweep.options import SweepOptions
+
+    opts = SweepOptions.from_namespace(ns)
+    return sweep(base_from_namespace(ns), opts.grid(), ns.out, budget_minutes=opts.budget_minutes)
 
 
 def verify_bundle(path: str | os.PathLike[str]) -> list[Problem]:

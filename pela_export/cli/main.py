@@ -46,6 +46,13 @@ EXAMPLES = {
         pela-export bench timm:deit_small_patch16_224 --batch-sizes 1,8 --runs 50 --threads 2
         pela-export bench default:fashion-mnist --data fashion-mnist --eval-samples 0
     """,
+    "sweep": """
+        pela-export sweep                                 # embedded digits ViT: k = 2,3,4 at fp32, front + recommendation
+        pela-export sweep timm:deit_small_patch16_224 --ratios 2,3 --threads 2 --budget-minutes 30
+        pela-export sweep --ratios 2,4 --policies ratio,sensitivity --precisions fp32,int8
+        pela-export sweep --out pela-out/digits-vit-sweep         # again: measured points are reused (resume)
+      writes OUT/points/<point>/ (a run directory + point.json per point), sweep.json, sweep.md, sweep.png
+    """,
     "build": """
         pela-export build --out pela-out/digits-vit       # engines for every ONNX variant (needs TensorRT: on the device)
         pela-export build --out out/deit --workspace 2048 --timing-cache deit.cache --opt-level 3
@@ -110,6 +117,11 @@ def _workstation_commands(subs: argparse._SubParsersAction) -> None:
          (*common, A.add_compress_args, A.add_export_args))
     _sub(subs, "bench", "benchmark original vs compressed (params, FLOPs, size, latency, accuracy) and write the report",
          (*common, A.add_compress_args, A.add_export_args, A.add_bench_args))
+    from ..sweep.options import add_sweep_args
+
+    _sub(subs, "sweep", "measure a grid of ratios/rank policies x methods x precisions (latency on ONNX Runtime CPU, "
+                        "score against the original), the Pareto front, its chart and a recommendation",
+         (*common, A.add_export_args, add_sweep_args))
     _sub(subs, "build", "TensorRT engines for every ONNX variant in --out (parser check + trtexec scripts always)",
          (*common, A.add_compress_args, A.add_precision_args, A.add_trt_args))
     p = subs.add_parser("inspect", help="parameter/rank summary of a model or an ONNX file",
@@ -234,6 +246,11 @@ def _dispatch(ns: argparse.Namespace) -> int:
                           structure_spec=A.structure_spec_of(ns.out, ns.structure_spec), tokens=ns.tokens,
                           remeasure=ns.remeasure, max_length=ns.max_length, hidden_state=ns.hidden_state,
                           pretrained=ns.pretrained))
+        return 0
+    if ns.command == "sweep":
+        from ..sweep.command import print_summary
+
+        print_summary(api.sweep_from_args(ns))
         return 0
     cfg = A.config_from_args(ns)
     stage = {"run": api.run, "compress": api.compress, "export": api.export, "bench": api.bench,

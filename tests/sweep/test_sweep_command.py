@@ -1,0 +1,81 @@
+"""``pela-export sweep``: files written from an injected runner, bad input refused (exit 2) before any model
+is loaded, and one real end-to-end sweep of the embedded digits default (2 ratios, FP32) that then resumes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_sweep_run import FakeRunner
+
+from pela_export.cli.main import main
+from pela_export.sweep.command import SweepError, sweep
+from pela_export.sweep.grid import Grid
+
+BASE = {"spec": None, "runs": 30, "warmup": 1, "threads": 1}
+
+
+def test_sweep_writes_json_markdown_and_chart_and_resumes(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    summary = sweep(BASE, Grid(ratios=(2, 3)), str(tmp_path), runner=runner, model_name="toy")
+    assert sorted(runner.calls) == ["k2-ratio-svd-fp32", "k3-ratio-svd-fp32", "original-fp32"]
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["front"] == summary["front"] and saved["chart"] == "sweep.png" and (tmp_path / "sweep.png").is_file()
+    assert "![latency vs score](sweep.png)" in (tmp_path / "sweep.md").read_text()
+    again = FakeRunner()
+    assert sweep(BASE, Grid(ratios=(2, 3)), str(tmp_path), runner=again, model_name="toy")["reused"] == \
+        ["k2-ratio-svd-fp32", "original-fp32", "k3-ratio-svd-fp32"]
+    assert again.calls == []
+
+
+def test_nothing_measured_is_an_error_after_the_files_are_written(tmp_path: Path) -> None:
+    with pytest.raises(SweepError, match="no point of the sweep was measured") as info:
+        sweep(BASE, Grid(ratios=(2,)), str(tmp_path), runner=FakeRunner(fail={"k2-ratio-svd-fp32"}), model_name="toy")
+    assert "k2-ratio-svd-fp32" in str(info.value) and info.value.exit_code == 2
+    assert "failed k2-ratio-svd-fp32" in (tmp_path / "sweep.md").read_text()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--ratios", "1,2"], "--ratios"),
+    (["--policies", "nope"], "--policies"),
+    (["--methods", "nope"], "--methods"),
+    (["--precisions", "fp99"], "--precisions"),
+    (["--budget-minutes", "0"], "--budget-minutes"),
+    (["--policies", "energy"], "--policies"),
+])
+def test_bad_input_exits_2_naming_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                           needle: str) -> None:
+    assert main(["sweep", "--out", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "fix:" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "sweep.json").exists()
+
+
+def test_unparseable_ratios_are_an_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["sweep", "--ratios", "two"])
+    assert info.value.code == 2 and "comma-separated numbers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_digits_sweep_end_to_end_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_cache: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PELA_EXPORT_CACHE", str(default_cache))
+    out = tmp_path / "sweep"
+    args = ["sweep", "--ratios", "2,3", "--precisions", "fp32", "--out", str(out), "--eval-samples", "200",
+            "--threads", "1", "--warmup", "1", "--no-progress"]
+    assert main(args) == 0
+    summary = json.loads((out / "sweep.json").read_text())
+    ids = ["k2-ratio-svd-fp32", "original-fp32", "k3-ratio-svd-fp32"]
+    assert [p["id"] for p in summary["points"]] == ids and summary["metric"] == "top-1 accuracy (%)"
+    rows = {p["id"]: p for p in summary["points"]}
+    assert rows["original-fp32"]["score"] > 90 and rows["original-fp32"]["drop"] == 0
+    assert rows["k3-ratio-svd-fp32"]["params"] < rows["k2-ratio-svd-fp32"]["params"] < rows["original-fp32"]["params"]
+    assert all(p["latency_ms"] > 0 for p in summary["points"]) and summary["front"]
+    assert [r["max_drop"] for r in summary["recommendations"]] == [0.5, 1.0, 2.0]
+    assert all(r["id"] in summary["front"] for r in summary["recommendations"])
+    for pid in ("k2-ratio-svd-fp32", "k3-ratio-svd-fp32"):  # each compressed point is a complete run directory
+        assert (out / "points" / pid / "compressed.sim.onnx").is_file() and (out / "points" / pid / "point.json").is_file()
+    assert "front (top-1 accuracy (%) vs latency p50)" in capsys.readouterr().out
+    assert main(args) == 0  # resume: every point.json reused
+    assert json.loads((out / "sweep.json").read_text())["reused"] == ids
