@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from .._io import ensure_writable_dir, write_json_atomic, write_text_atomic
