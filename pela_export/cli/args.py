@@ -163,7 +163,9 @@ def add_trt_args(p: argparse.ArgumentParser) -> None:
                         "32x3x224x224, or for a text model input_ids:1x16,8x128,32x512 (inputs sharing its axes "
                         "follow); default: batch 1/--opt-batch/--max-batch, other axes from the model's config")
     g.add_argument("--max-batch", type=int, default=8, help="max batch of the default profile (default 8)")
-    g.add_argument("--opt-batch", type=int, default=None, help="optimal batch of the default profile (default 1)")
+    g.add_argument("--opt-batch", type=int, default=None,
+                   help="optimal batch of the default profile (default: the batch the bench times most, the largest "
+                        "--batch-sizes value within --max-batch; recorded)")
     g.add_argument("--workspace", type=int, help="builder workspace limit in MiB")
     g.add_argument("--opt-level", type=int, help="builder optimisation level 0-5")
     g.add_argument("--timing-cache", help="timing cache file: loaded if present, saved after the build")

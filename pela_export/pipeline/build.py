@@ -27,10 +27,10 @@ def run_build_options(ctx: Context) -> Any:
     """The run's TensorRT build options with the model's axis ranges (e.g. ``sequence`` 1/128/512 from its
     config) as profile defaults; checked against the model's inputs (a bad ``--profile`` fails here)."""
     from ..tensorrt import BuildOptions, check_profiles, with_model_axes
+    from ..tensorrt.profiles import with_bench_batches
 
-    # opt stays 1 unless --opt-batch: following the bench's batch sizes (tensorrt.profiles.with_bench_batches) is
-    # ready but not switched on yet, because bundles and device-bench expect distinct min/opt/max batches
     options = with_model_axes(ctx.cfg.tensorrt.build if ctx.cfg.tensorrt.build is not None else BuildOptions(), ctx.loaded.spec)
+    options = with_bench_batches(options, ctx.cfg.bench.batch_sizes)  # opt: the batch the bench times most
     check_profiles(options, ctx.loaded.spec)
     return options
 
@@ -51,7 +51,11 @@ def build_stage(ctx: Context, *, required: bool = False) -> BuildRecord:
     from ..tensorrt._trt import load_tensorrt, tensorrt_available, version_of
     from ..tensorrt.parse_check import errors_of
 
+    from ..tensorrt.profiles import batch_opt
+
     options = run_build_options(ctx)  # option errors before any file is read
+    if options.opt_batch is None and ctx.cfg.export.dynamic_batch:  # the automatic opt, recorded with its reason
+        ctx.note(f"TensorRT profile batch {batch_opt(options)[1]}; --opt-batch to choose")
     files = onnx_variants(ctx)
     installed = version_of(load_tensorrt()) if tensorrt_available() else None
     versions = _target_versions(ctx, installed)

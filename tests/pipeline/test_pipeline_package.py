@@ -45,8 +45,10 @@ def test_run_ends_with_a_complete_bundle(digits_run: Path) -> None:
     assert d["dependencies"]["onnxruntime"] and d["dependencies"]["torch"]
     (inp,), (out,) = d["io"]["inputs"], d["io"]["outputs"]
     assert inp["name"] == "input" and inp["shape"] == ["batch", 1, 16, 16] and out["name"] == "logits"
-    assert inp["profile"] == {"min": [1, 1, 16, 16], "opt": [1, 1, 16, 16], "max": [8, 1, 16, 16]}
-    assert inp["role"] == "tensor" and out["role"] == "logits" and d["io"]["axes"] == {"batch": {"min": 1, "opt": 1, "max": 8}}
+    assert inp["profile"] == {"min": [1, 1, 16, 16], "opt": [8, 1, 16, 16], "max": [8, 1, 16, 16]}  # opt: bench batch 8
+    assert inp["role"] == "tensor" and out["role"] == "logits" and d["io"]["axes"] == {"batch": {"min": 1, "opt": 8, "max": 8}}
+    choices = json.loads((digits_run / "stages" / "build.json").read_text())["automatic_choices"]
+    assert any("opt 8: the batch the bench times most" in c and "--opt-batch" in c for c in choices), choices
     assert d["tokenizer"] is None
     for name, v in d["variants"].items():
         onnx = bundle / v["onnx"]
@@ -171,12 +173,12 @@ def test_text_bundle_deploy_json_has_the_full_io_and_the_tokenizer(text_run_dir:
     assert [t["role"] for t in io["inputs"]] == ["token_ids", "attention_mask", "token_type_ids"]
     for t in io["inputs"]:
         assert t["dtype"] == "int64" and t["shape"] == ["batch", "sequence"]
-        assert t["profile"] == {"min": [1, 1], "opt": [1, 64], "max": [8, 64]}  # sequence from the config (64 positions)
+        assert t["profile"] == {"min": [1, 1], "opt": [8, 64], "max": [8, 64]}  # sequence from the config (64 positions)
     assert io["inputs"][0]["low"] == 0 and io["inputs"][0]["high"] > 5 and io["inputs"][1]["high"] == 2
     assert [(o["name"], o["role"]) for o in io["outputs"]] == [("sentence_embedding", "embedding"),
                                                               ("last_hidden_state", "hidden_state")]
     assert io["outputs"][1]["shape"][:2] == ["batch", "sequence"]
-    assert io["axes"] == {"batch": {"min": 1, "opt": 1, "max": 8}, "sequence": {"min": 1, "opt": 64, "max": 64}}
+    assert io["axes"] == {"batch": {"min": 1, "opt": 8, "max": 8}, "sequence": {"min": 1, "opt": 64, "max": 64}}
     assert d["tensorrt"]["build_options"]["axes"] == {"sequence": [1, 64, 64]}
     tok = d["tokenizer"]
     assert tok["files"] == ["tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"]
@@ -207,7 +209,7 @@ def test_text_trtexec_scripts_name_every_input(text_run_dir: Path) -> None:
     assert len(scripts) >= 2 * len(TABLE_VERSIONS)
     for script in scripts:
         text = script.read_text()
-        for flag, shape in (("--minShapes", "1x1"), ("--optShapes", "1x64"), ("--maxShapes", "8x64")):
+        for flag, shape in (("--minShapes", "1x1"), ("--optShapes", "8x64"), ("--maxShapes", "8x64")):
             assert f"{flag}=" + ",".join(f"{n}:{shape}" for n in TEXT_INPUTS) in text, (script, flag)
 
 
