@@ -22,7 +22,6 @@ from .variants import split_variant, variant_order, variant_rows
 
 DEVICE_REPORT_JSON = "device-report.json"
 DEVICE_REPORT_KIND = "pela-export-device-report"
-DEVICE_SCHEMA_VERSION = 1
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
 COMPARISON_KIND = "pela-export-comparison"
@@ -87,7 +86,7 @@ def load_device_report(path: Path) -> dict[str, Any]:
     """Read one device-report.json: kind and schema version first (the common mix-ups, named plainly),
     then the full schema check of :mod:`pela_export.runtime.schema`, shared with ``device-bench``."""
     # torch-free: the writer's own validator
-    from ..runtime.schema import validate_device_report
+    from ..runtime.schema import DEVICE_REPORT_SCHEMA_READABLE, validate_device_report
 
     data = _read_json(path, "device report", "copy device-report.json back from the device and pass its path")
     if not isinstance(data, Mapping):
@@ -97,9 +96,10 @@ def load_device_report(path: Path) -> dict[str, Any]:
         looks_like = " (it looks like a workstation report.json)" if "benchmarks" in data and "compression" in data else ""
         raise ArtifactError(f"{path} has kind {kind!r}, expected {DEVICE_REPORT_KIND!r}{looks_like}",
                             fix="pass the workstation run directory first and device-report.json files after it")
-    if data.get("schema_version") != DEVICE_SCHEMA_VERSION:
+    if data.get("schema_version") not in DEVICE_REPORT_SCHEMA_READABLE:  # the writer's table, not a second one
+        readable = " and ".join(str(v) for v in DEVICE_REPORT_SCHEMA_READABLE)
         raise ArtifactError(f"device report {path} has schema_version {data.get('schema_version')!r}, "
-                            f"this tool reads {DEVICE_SCHEMA_VERSION}", fix=DEVICE_FIX)
+                            f"this tool reads {readable}", fix=DEVICE_FIX)
     validate_device_report(data, where=str(path))
     if not data["variants"]:
         raise ArtifactError(f"device report {path} has no variants", fix=DEVICE_FIX)
@@ -208,6 +208,8 @@ def build_comparison(ws_path: Path, ws: Mapping[str, Any],
         dev_entries.append({"id": label, "report": str(path), "created_at": dev.get("created_at"),
                             **{k: d.get(k) for k in ("hostname", "platform", "cpu", "gpu", "tensorrt", "cuda",
                                                      "onnxruntime", "jetson", "backend", "fallback_reason")},
+                            # schema-2 device reports keep the driver's, the toolkit's and cuda-python's CUDA apart
+                            **{k: d[k] for k in ("cuda_driver", "cuda_toolkit", "cuda_python") if k in d},
                             "bundle_deploy_sha256": (dev.get("bundle") or {}).get("deploy_sha256")})
         note = _bundle_note(ws_path, dev, path)
         if note:

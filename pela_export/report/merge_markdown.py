@@ -36,6 +36,17 @@ def _batches(comparison: Mapping[str, Any]) -> list[str]:
     return sorted(found, key=lambda b: (not str(b).isdigit(), int(b) if str(b).isdigit() else 0, str(b)))
 
 
+def _cuda_cell(d: Mapping[str, Any]) -> str:
+    """Schema-2 reports: driver / toolkit / cuda-python apart (a mismatch between them is what breaks a
+    device); schema 1: its one ``cuda`` field."""
+    if "cuda_driver" not in d:
+        return str(d.get("cuda") or DASH)
+    py = d.get("cuda_python") if isinstance(d.get("cuda_python"), Mapping) else None
+    py_text = f"{py.get('package') or 'installed'} (bundles {py.get('runtime') or '?'})" if py else "none"
+    return (f"driver {d.get('cuda_driver') or 'none'}, toolkit {d.get('cuda_toolkit') or 'none'}, "
+            f"cuda-python {py_text}")
+
+
 def _devices(comparison: Mapping[str, Any]) -> list[str]:
     rows = []
     for d in comparison["devices"]:
@@ -44,7 +55,7 @@ def _devices(comparison: Mapping[str, Any]) -> list[str]:
         backend = ("TensorRT" if d.get("backend") == "tensorrt"
                    else f"ONNX Runtime fallback: {d.get('fallback_reason') or 'TensorRT not available'}")
         rows.append([_esc(d["id"]), _esc(gpu.get("name") or DASH), _esc(gpu.get("compute_capability") or DASH),
-                     _esc(d.get("tensorrt") or DASH), _esc(d.get("cuda") or DASH),
+                     _esc(d.get("tensorrt") or DASH), _esc(_cuda_cell(d)),
                      _esc(", ".join(str(x) for x in (jetson.get("l4t_release"), jetson.get("power_mode")) if x) or DASH),
                      _esc(backend), f"`{_esc(d.get('report'))}`"])
     return ["## Devices", ""] + table(["Device", "GPU", "Compute capability", "TensorRT", "CUDA",

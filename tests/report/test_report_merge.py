@@ -111,7 +111,7 @@ def _bad(tmp_path: Path, mutate: Any) -> Path:
 
 
 @pytest.mark.parametrize(("mutate", "message"), [
-    (lambda d: d.update(schema_version=2), r"device report .*bad/device-report.json has schema_version 2, this tool reads 1"),
+    (lambda d: d.update(schema_version=3), r"device report .*bad/device-report.json has schema_version 3, this tool reads 1 and 2"),
     (lambda d: d.update(kind="pela-export-bundle"), r"bad/device-report.json has kind 'pela-export-bundle', expected 'pela-export-device-report'"),
     (lambda d: d.__delitem__("variants"), r"bad/device-report.json: device report is invalid: key 'variants' is missing"),
     (lambda d: d["bundle"].__delitem__("model"), r"bad/device-report.json: device report is invalid: key 'bundle.model' is missing"),
@@ -214,3 +214,22 @@ def test_device_params_may_match_the_pytorch_count_when_onnx_folding_differs(tmp
     write_report(ws, run)
     with pytest.raises(ArtifactError, match="has 200,000 parameters"):
         merge_reports(run, [orin], tmp_path / "cmp2")
+
+
+def test_schema2_cuda_versions_reach_the_comparison(tmp_path: Path) -> None:
+    """A schema-2 device report keeps the driver's, the toolkit's and cuda-python's CUDA apart; the merge
+    carries all three into comparison.json and the devices table (schema 1 keeps its one ``cuda``)."""
+    run = _run_dir(tmp_path)
+    rep = device_report()
+    rep["schema_version"] = 2
+    rep["device"].update(cuda_driver="12.8", cuda_toolkit="12.6", cuda_python={"package": "12.6.2", "runtime": "12.6"})
+    dev = _write(tmp_path / "devices" / "orin" / "device-report.json", rep)
+    old = _write(tmp_path / "devices" / "old" / "device-report.json", device_report("old"))
+    json_path, md_path = merge_reports(run, [dev, old], tmp_path / "cmp")
+    c = json.loads(json_path.read_text())
+    first, second = c["devices"]
+    assert (first["cuda_driver"], first["cuda_toolkit"], first["cuda_python"]["package"]) == ("12.8", "12.6", "12.6.2")
+    assert "cuda_driver" not in second and second["cuda"] == "12.6"
+    md = md_path.read_text()
+    assert "| driver 12.8, toolkit 12.6, cuda-python 12.6.2 (bundles 12.6) |" in md
+    assert "| 10.3.0 | 12.6 | R36.4.0, MAXN |" in md
