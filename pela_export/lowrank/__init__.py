@@ -12,6 +12,7 @@ from .saved import load_compressed, read_spec, save_compressed
 from .select import (DEFAULT_EXCLUDE, DEFAULT_INCLUDE, REPEATED_BLOCKS, LayerChoice, classify_layers, select_layers, select_linears,
                      selection_rule)
 from .sensitivity import sensitivity_allocator
+from .latency_policy import LatencyModel, latency_allocator  # registers --rank-policy latency
 from .stats import CalibrationError, LayerStats, collect_activation_stats, collect_fisher, with_fisher
 from .weighted import activation_aware_svd, fisher_weighted_svd, whitened_svd
 
@@ -24,5 +25,5 @@ __all__ = [
     "pela_rank", "load_compressed", "read_spec", "save_compressed", "DEFAULT_EXCLUDE", "DEFAULT_INCLUDE",
     "select_linears", "REPEATED_BLOCKS", "LayerChoice", "classify_layers", "selection_rule", "budget_allocator", "energy_allocator", "energy_rank", "output_error", "svd_risk",
     "sensitivity_allocator", "CalibrationError", "LayerStats", "collect_activation_stats", "collect_fisher",
-    "with_fisher", "activation_aware_svd", "fisher_weighted_svd", "whitened_svd",
+    "with_fisher", "LatencyModel", "latency_allocator", "activation_aware_svd", "fisher_weighted_svd", "whitened_svd",
 ]

@@ -113,6 +113,9 @@ def factorize_model(
     candidate_ranks: Sequence[int] | None = None,
     conv_decomposition: str | None = None,
     trial: Callable[[nn.Module], object] | None = None,
+    latency_budget: float | None = None,
+    max_drop: float | None = None,
+    latency: Any = None,
 ) -> CompressionResult:
     """Replace every eligible ``nn.Linear``/``nn.Conv2d`` with two factors initialised by ``method``.
 
@@ -128,6 +131,8 @@ def factorize_model(
     ``trial(model)`` runs one forward pass (on different inputs each call; it is called twice): layers whose
     ``.weight`` the model reads directly, or whose input does not change with the model's, stay dense with the
     reason (see :mod:`.direct`).
+    ``latency`` (a :class:`.latency_policy.LatencyModel`) with ``latency_budget``/``max_drop`` feed
+    ``--rank-policy latency``; its decisions are recorded in ``policy_inputs["latency"]``.
     """
     conv = CONV_DECOMPOSITIONS.get(conv_decomposition).name if conv_decomposition is not None else None
     policy = RANK_ALLOCATORS.get(rank_policy)
@@ -158,9 +163,11 @@ def factorize_model(
                              if max_saving_rank(s) >= 1 else torch.linalg.svdvals(layer_matrix(m, conv).detach().double()))
                   for (n, m), s in zip(selected, shapes)]
     probe = LossProbe(target, dict(selected), decompose, stats, loss_fn, conv=conv) \
-        if "probe" in needs and loss_fn is not None else None
+        if needs & {"probe", "optional-probe"} and loss_fn is not None else None
     cands = tuple(candidate_ranks) if candidate_ranks is not None else None
-    ranks = policy(shapes, ratio, AllocationInputs(energy, param_budget, cands, probe))
+    ranks = policy(shapes, ratio, AllocationInputs(energy, param_budget, cands, probe, latency_budget, max_drop,
+                                                   latency))
+    decided = latency.report.get("decisions", {}) if latency is not None else {}  # the latency policy's reasons
 
     has_conv = any(isinstance(m, nn.Conv2d) for _, m in selected)
     result = CompressionResult(target, ratio, method, rank_policy, align, inc, exc,
@@ -172,13 +179,15 @@ def factorize_model(
                                          param_count(layer), None, "skipped", why,
                                          kind=layer_kind(layer, conv)))
     result.policy_inputs = _policy_inputs(method, alpha, energy, param_budget, cands, probe, stats, selected)
+    if latency is not None:
+        result.policy_inputs.update(latency_budget=latency_budget, max_drop=max_drop, latency=latency.report)
     for (name, layer), shape in zip(selected, shapes):
         raw = ranks[name]
         rank = align_rank(raw, align) if raw >= 1 else raw
         kind = layer_kind(layer, conv)
         before = param_count(layer)
         if not saves_params(shape, rank):
-            why = f"rank {rank} would store {lowrank_params(shape.in_features, shape.out_features, max(rank, 0), shape.bias)} >= {dense_params(shape.in_features, shape.out_features, shape.bias)} dense parameters"
+            why = decided[name]["why"] if name in decided and rank < 1 else f"rank {rank} would store {lowrank_params(shape.in_features, shape.out_features, max(rank, 0), shape.bias)} >= {dense_params(shape.in_features, shape.out_features, shape.bias)} dense parameters"
             result.layers.append(LayerRecord(name, shape.in_features, shape.out_features, shape.bias,
                                              None, before, before, None, "skipped", why, kind=kind))
             continue
@@ -192,7 +201,8 @@ def factorize_model(
             name, shape.in_features, shape.out_features, shape.bias, rank, before, param_count(replacement),
             relative_error(weight, factors.u, factors.v), "factorized",
             "; ".join(x for x in (f"aligned {raw}->{rank}" if rank != raw else "",
-                                  direct[name].reason() if name in direct else "") if x),
+                                  direct[name].reason() if name in direct else "",
+                                  decided[name]["why"] if name in decided else "") if x),
             weighted_error=output_error(weight, factors.u, factors.v, gram) if gram is not None else None,
             risk=svd_risk(weight, rank, gram) if gram is not None else None, kind=kind,
         ))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -41,6 +41,9 @@ class AllocationInputs:
     param_budget: float | None = None
     candidate_ranks: tuple[int, ...] | None = None
     evaluate: Callable[[str, int], float] | None = None
+    latency_budget: float | None = None
+    max_drop: float | None = None
+    latency: Any = None  # a latency_policy.LatencyModel (measured per-layer costs), prepared for "latency"
 
 
 class RankAllocator(Protocol):
@@ -50,10 +53,12 @@ class RankAllocator(Protocol):
 
 
 #: The run options (RunConfig fields) a policy may read.
-PolicyOption = Literal["ratio", "energy", "param_budget", "candidate_ranks", "sensitivity_loss"]
+PolicyOption = Literal["ratio", "energy", "param_budget", "candidate_ranks", "sensitivity_loss", "latency_budget",
+                       "max_drop"]
 #: What a policy needs prepared: the truncated spectrum (LayerShape.singular_values), calibration
-#: data, and a loss probe (AllocationInputs.evaluate, built from factorize_model's ``loss_fn``).
-PolicyNeed = Literal["spectrum", "calibration", "probe"]
+#: data, and a loss probe (AllocationInputs.evaluate, built from factorize_model's ``loss_fn``);
+#: "optional-probe": the probe only when --calib-data is given; "latency": a measured latency table.
+PolicyNeed = Literal["spectrum", "calibration", "probe", "optional-probe", "latency"]
 
 #: PELA's k when --ratio is not given, for every policy that reads the ratio (the one place it is defined).
 DEFAULT_RATIO = 2.0

@@ -60,6 +60,19 @@ def _check_selection(ctx: Context, result: CompressionResult) -> None:
                       fix="lower --ratio, or widen the selection with --include GLOB")
 
 
+def _latency_kwargs(ctx: Context, extra: dict[str, object]) -> bool:
+    """Measure the latency table (and budgets) when the rank policy reads them; True when it does."""
+    from ..lowrank import RANK_ALLOCATORS
+
+    if "latency" not in RANK_ALLOCATORS.get(ctx.cfg.compress.rank_policy).needs:
+        return False
+    from .latency import latency_model
+
+    extra.update(latency=latency_model(ctx), latency_budget=ctx.cfg.compress.latency_budget,
+                 max_drop=ctx.cfg.compress.max_drop)
+    return True
+
+
 def compress_stage(ctx: Context) -> CompressRecord:
     """Factorize, save (atomically) and record; returns the stage record."""
     cfg = ctx.cfg
@@ -78,11 +91,16 @@ def compress_stage(ctx: Context) -> CompressRecord:
         + (f", align={cfg.compress.align}" if cfg.compress.align else ""))
     _check_conv_option(ctx)
     extra, calibration = data_aware_kwargs(ctx)
+    latency = _latency_kwargs(ctx, extra)
     result = factorize_model(ctx.original(), ratio=effective_ratio(cfg), method=cfg.compress.method, rank_policy=cfg.compress.rank_policy,
                              align=cfg.compress.align, include=cfg.compress.include, exclude=cfg.compress.exclude,
                              conv_decomposition=cfg.compress.conv_decomposition, trial=trial_forward(ctx.loaded),
                              **extra)
     _check_selection(ctx, result)
+    if latency:
+        from .latency import note_latency_result
+
+        note_latency_result(ctx, result.policy_inputs.get("latency") or {})
     training = None
     if cfg.train is not None:
         from .train import train_stage

@@ -28,7 +28,7 @@ DATA_AWARE_WHY = "data-aware init measured on pretrained all-MiniLM-L6-v2 / Reut
 
 #: Run options of the "compression" CLI group and of the "data-aware compression" group.
 COMPRESS_OPTIONS: tuple[str, ...] = ("ratio", "method", "rank_policy", "align", "include", "exclude",
-                                     "conv_decomposition")
+                                     "conv_decomposition", "latency_budget", "max_drop")
 CALIB_OPTIONS: tuple[str, ...] = ("calib_data", "calib_samples", "energy", "asvd_alpha", "candidate_ranks",
                                   "sensitivity_loss", "param_budget")
 
@@ -101,6 +101,14 @@ class CompressOptions(OptionGroup):
                                           help="loss the sensitivity probe measures on calibration data: kl to the "
                                                "original's outputs (default, no labels needed), mse, or task "
                                                "(cross-entropy, needs labels)")
+    latency_budget: float | None = option(None, flag="--latency-budget", type=float, metavar="F",
+                                          help="latency budget: fraction 0 < F <= 1 of the dense model's latency, "
+                                               "measured with ONNX Runtime CPU at the bench's threads and first "
+                                               "batch size (per-layer table saved as latency_table.json)")
+    max_drop: float | None = option(None, flag="--max-drop", type=float, metavar="P",
+                                    help="loss budget: the fastest ranks whose predicted loss increase is <= P "
+                                         "(calibration-loss increase with --calib-data, else mean relative "
+                                         "weight error)")
     method_choice: str | None = None  # the automatic --method choice, for the report
 
     def choose_method(self, data: DataOptions, structure: StructureOptions) -> None:
@@ -145,6 +153,14 @@ def check_compression_options(cfg: RunConfig) -> None:
             continue  # a structured run's ratio is its adapter base's rank: checked with --structure
         if _given(cfg, option) and option not in policy.options:
             _not_used(cfg, option, "--rank-policy", policy.name, policy.summary, users(option)[1])
+    if "latency" in policy.needs:  # before any model is loaded or timed
+        from ..lowrank.latency_policy import check_latency_options
+
+        check_latency_options(cfg.compress.latency_budget, cfg.compress.max_drop)
+        if cfg.compress.sensitivity_loss is not None and cfg.data.calib_data is None:
+            raise OptionError(f"--sensitivity-loss is only used by --rank-policy {policy.name} with --calib-data "
+                              "(without it the loss proxy is the relative weight error)",
+                              fix="pass --calib-data DATA, or drop --sensitivity-loss")
 
 
 def _not_used(cfg: RunConfig, option: str, choice_flag: str, chosen: str, summary: str, used_by: list[str]) -> None:

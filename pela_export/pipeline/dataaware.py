@@ -25,7 +25,7 @@ def data_aware_kwargs(ctx: Context) -> tuple[dict[str, Any], dict[str, Any] | No
     has_dataset = (cfg.data.calib_data or cfg.data.eval_data or ctx.loaded.default_dataset) is not None
     if has_dataset:
         need |= {"gram"}  # cheap on real data, and it gives every layer its risk score in the rank table
-    sensitivity = "probe" in policy.needs
+    sensitivity = "probe" in policy.needs or ("optional-probe" in policy.needs and cfg.data.calib_data is not None)
     if not need and not sensitivity and "calibration" not in policy.needs:
         return kwargs, None
     why = f"--method {cfg.compress.method}" if method.data_aware else f"--rank-policy {cfg.compress.rank_policy}" if sensitivity else "risk scores"

@@ -6,12 +6,14 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+import typing
 
 import pytest
 import torch
 
 from pela_export.errors import OptionError
 from pela_export.lowrank import DECOMPOSITIONS, DEFAULT_RATIO, RANK_ALLOCATORS, LayerStats, LowRankLinear
+from pela_export.lowrank.ranks import PolicyNeed
 from pela_export.options import flag_of
 from pela_export.pipeline.compress_options import CALIB_OPTIONS, COMPRESS_OPTIONS, effective_ratio, ratio_choice
 from pela_export.pipeline.compress_options import CompressOptions
@@ -45,7 +47,7 @@ def test_every_decomposition_declares_its_facts(name: str) -> None:
 def test_every_rank_policy_declares_its_facts(name: str) -> None:
     spec = RANK_ALLOCATORS.get(name)
     assert spec.name == name and callable(spec.fn) and spec.summary and spec.options
-    assert spec.options <= RUN_OPTIONS and spec.needs <= {"spectrum", "calibration", "probe"}
+    assert spec.options <= RUN_OPTIONS and spec.needs <= set(typing.get_args(PolicyNeed))
     assert all(flag_of(CompressOptions, o).startswith("--") for o in spec.options)
 
 

@@ -1,0 +1,149 @@
+"""The measured inputs of ``--rank-policy latency`` for a run: the per-layer latency table (kept in the
+output dir as ``latency_table.json`` and reused while it is valid), the dense model's latency, and a
+whole-model measurement used to check (and correct) the policy's prediction.
+
+Timings use ONNX Runtime CPU at ``--threads`` and the first of ``--batch-sizes``, as the bench does; the
+whole model is exported as the export stage would (opset, exporter, batch axis) without simplification,
+the same way for the dense and the compressed model.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ArtifactError
+from ..lowrank.kinds import empty_factorized
+from ..lowrank.latency_policy import LatencyModel, capture_ops, check_latency_options
+from ..lowrank.latency_table import LatencyTable, OrtMeasure, ort_env
+from ..lowrank.select import select_layers, set_submodule
+from .context import Context, log
+
+TABLE_FILE = "latency_table.json"
+
+
+def table_path(ctx: Context) -> Path:
+    return ctx.artifacts.root / TABLE_FILE
+
+
+def _load_table(ctx: Context, path: Path) -> LatencyTable:
+    """The saved table, or a new one (an unreadable file is said, then re-measured)."""
+    if not path.is_file():
+        return LatencyTable()
+    try:
+        return LatencyTable.load(path)
+    except ArtifactError as exc:
+        ctx.note(f"latency table {path} was not reusable ({exc.problem}): re-measured")
+        return LatencyTable()
+
+
+def _model_key(ctx: Context, batch: int) -> str:
+    cfg = ctx.cfg
+    return (f"{ctx.loaded.source}|input={list(ctx.loaded.input_shape)}|batch={batch}|opset={cfg.export.opset}|"
+            f"{cfg.export.exporter}|{'dynamic' if cfg.export.dynamic_batch else 'static'}")
+
+
+def latency_model(ctx: Context) -> LatencyModel:
+    """Measure (or reuse) everything the latency policy reads; the table is saved before the policy runs."""
+    from ..measure._ort import default_threads
+    from .bench import example_inputs, shapes_for
+
+    cfg = ctx.cfg
+    check_latency_options(cfg.compress.latency_budget, cfg.compress.max_drop)
+    threads = cfg.bench.threads if cfg.bench.threads is not None else default_threads()
+    batches = tuple(cfg.bench.batch_sizes or (1,))
+    batch = batches[0]
+    if len(batches) > 1:
+        ctx.note(f"--rank-policy latency times batch {batch} (the first of the bench's batch sizes {','.join(map(str, batches))})")
+    env = ort_env(threads)
+    model = ctx.original()
+    modules = dict(select_layers(model, cfg.compress.include, cfg.compress.exclude))
+    inputs = example_inputs(ctx, shapes_for(ctx), batch)
+    ops = capture_ops(model, modules, inputs, cfg.compress.conv_decomposition)
+    path = table_path(ctx)
+    table = _load_table(ctx, path)
+    shapes = len({op.key for op in ops.values()})
+    log(f"latency table: {len(ops)} layers, {shapes} distinct shapes, ONNX Runtime CPU {env.version}, "
+        f"{threads} thread(s), batch {batch}")
+    taken = table.ensure(ops.values(), env, OrtMeasure(cfg.bench.warmup, cfg.bench.runs), batch,
+                         align=cfg.compress.align)
+    measure = WholeModel(ctx, inputs, threads)
+    key = _model_key(ctx, batch)
+    dense_ms = table.model_ms(env, key)
+    reused_dense = dense_ms is not None
+    if dense_ms is None:
+        dense_ms = measure({})
+        table.set_model_ms(env, key, dense_ms)
+    table.save(path)
+    log(f"latency table {'reused from' if taken == 0 and reused_dense else 'written to'} {path} "
+        f"({taken} layer timings taken); dense model {dense_ms:.3f} ms")
+    report = {"table": str(path), "layer_timings_taken": taken, "table_reused": taken == 0,
+              "dense_model_reused": reused_dense, "batch": batch, "dtype": "float32",
+              "shapes": shapes, "whole_model": "exported without simplification, timed with ONNX Runtime CPU "
+                                               f"(median of {cfg.bench.runs} runs after {cfg.bench.warmup})"}
+    return LatencyModel(env, table, ops, dense_ms, measure, cfg.compress.align, report)
+
+
+class WholeModel:
+    """``(ranks) -> ms``: the original model with the layers in ``ranks`` (rank >= 1) replaced by factor
+    layers of that rank (random values: the timing depends only on shapes), exported and timed."""
+
+    def __init__(self, ctx: Context, inputs: tuple[torch.Tensor, ...], threads: int) -> None:
+        self.ctx, self.inputs, self.threads = ctx, inputs, threads
+
+    def __call__(self, ranks: Mapping[str, int]) -> float:
+        from ..export import export_onnx
+        from ..export.onnx_export import export_example
+        from ..measure import bench_onnxruntime
+
+        cfg, loaded = self.ctx.cfg, self.ctx.loaded
+        model = copy.deepcopy(self.ctx.original()).eval()
+        conv = cfg.compress.conv_decomposition
+        for name, rank in ranks.items():
+            if rank >= 1:
+                layer = empty_factorized(model.get_submodule(name), rank, conv)
+                for p in layer.parameters():
+                    nn.init.normal_(p, std=0.02)  # never uninitialised memory (denormals distort timings)
+                set_submodule(model, name, layer)
+        what = f"{sum(1 for r in ranks.values() if r >= 1)} layers factorized" if ranks else "dense"
+        log(f"latency policy: timing the whole model ({what})")
+        example = export_example(loaded, 2 if cfg.export.dynamic_batch else 1)
+        with tempfile.TemporaryDirectory(prefix="pela-latency-") as tmp:
+            res = export_onnx(model, example, Path(tmp) / "model.onnx", io=loaded.spec, opset=cfg.export.opset,
+                              dynamic_batch=cfg.export.dynamic_batch, exporter=cfg.export.exporter,  # type: ignore[arg-type]
+                              fallback_exporter=cfg.export.exporter_fallback)
+            feeds = {n: t.detach().cpu().numpy() for n, t in zip(loaded.spec.input_names, self.inputs, strict=True)}
+            stats = bench_onnxruntime(res.path, None, feeds, cfg.bench.warmup, cfg.bench.runs, self.threads,
+                                      allow_few_runs=True)
+        return float(stats.p50_ms)
+
+
+def note_latency_result(ctx: Context, report: Mapping[str, object]) -> None:
+    """Predicted vs measured latency, corrections and kept-dense layers, as notes in the report."""
+    decisions = report.get("decisions")
+    decisions = decisions if isinstance(decisions, dict) else {}
+    dense = [n for n, d in decisions.items() if d.get("rank") is None]
+    slower = [n for n in dense if "slower at every grid rank" in str(decisions[n].get("why"))]
+    dense_ms, predicted, measured = report.get("dense_model_ms"), report.get("predicted_ms"), report.get("measured_ms")
+    budget = report.get("budget_ms")
+    head = (f"--rank-policy latency ({report.get('mode')}; loss proxy: {report.get('loss_proxy')}): dense model "
+            f"{_ms(dense_ms)}, predicted {_ms(predicted)}, measured {_ms(measured)}"
+            + (f" against a budget of {_ms(budget)}" if budget is not None else "")
+            + f" after {report.get('corrections', 0)} correction(s)")
+    ctx.note(head + f"; {len(dense)}/{len(decisions)} layers kept dense"
+             + (f" ({len(slower)} because factorizing is slower at every rank)" if slower else ""))
+    for attempt in report.get("attempts") or []:
+        if isinstance(attempt, dict) and attempt.get("note"):
+            ctx.note(f"--rank-policy latency: {attempt['note']}")
+    if report.get("met") is False:
+        ctx.note(f"--latency-budget not met: measured {_ms(measured)} > budget {_ms(budget)} after "
+                 f"{report.get('corrections')} correction(s); kept the fastest measured configuration "
+                 "(the per-layer sum model misses whole-graph effects on this runtime: node overheads, fusions)")
+
+
+def _ms(value: object) -> str:
+    return f"{value:.3f} ms" if isinstance(value, (int, float)) else "not measured"
