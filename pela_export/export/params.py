@@ -79,7 +79,7 @@ class FactorReport:
     in_features: int
     out_features: int
     rank: int
-    first_found: str  # "value", "shape" or "missing"
+    first_found: str  # "value", "slice" (inside a fused sibling GEMM's weight), "shape" or "missing"
     second_found: str
     dense_present: bool = False
 
@@ -156,6 +156,22 @@ class ParamCheck:
         return d
 
 
+def _fused_slice(w: torch.Tensor, wide: list[tuple[np.ndarray, str]]) -> str | None:
+    """Digest of a 2-D ONNX weight holding ``w`` (either orientation) as a contiguous block of whole rows or
+    columns beside others, as onnxsim writes one MatMul + Split for sibling GEMMs on the same input; else None."""
+    a0 = w.detach().cpu().numpy()
+    for a, d in wide:
+        for m in (a0, a0.T):
+            for axis in (0, 1):
+                big, part = (a, m) if axis == 1 else (a.T, m.T)  # look for ``part`` among big's columns
+                if big.shape[0] != part.shape[0] or big.shape[1] <= part.shape[1] or big.dtype != part.dtype:
+                    continue
+                for off in range(big.shape[1] - part.shape[1] + 1):
+                    if np.array_equal(big[:, off:off + part.shape[1]], part):
+                        return d
+    return None
+
+
 def _distinct_param_count(model: nn.Module) -> int:
     """Parameters with bit-identical values counted once: exporters de-duplicate equal
     initializers (e.g. freshly initialised LayerNorm weights are all ones)."""
@@ -198,24 +214,26 @@ def check_parameter_preservation(torch_model: nn.Module, onnx_model: onnx.ModelP
         if isinstance(mod, LowRankLayer):
             weight_shapes |= {mod.dense_shape, mod.dense_shape[::-1]}
 
-    sizes = {"matched": 0, "buffer": 0, "weight": 0, "other": 0}
+    kinds: dict[str, str] = {}  # digest → matched / buffer / weight / other (bit-identical copies count once)
     free_shapes: Counter[tuple[int, ...]] = Counter()  # unclaimed weight-shaped tensors, for the shape fallback
     all_shapes: Counter[tuple[int, ...]] = Counter()
-    seen: set[str] = set()
     for a, d in zip(arrays, digests, strict=True):
         kind = ("matched" if d in param_digests else "buffer" if d in buffer_digests
                 else "weight" if tuple(a.shape) in weight_shapes else "other")
-        if d not in seen:  # bit-identical copies count once, as on the torch side
-            seen.add(d)
-            sizes[kind] += int(a.size)
+        kinds.setdefault(d, kind)
         if a.ndim >= 2:
             all_shapes[tuple(a.shape)] += 1
             if kind == "weight":
                 free_shapes[tuple(a.shape)] += 1
+    wide = [(a, d) for a, d in zip(arrays, digests, strict=True) if a.ndim == 2 and kinds[d] == "other"]
 
     def find(w: torch.Tensor) -> str:
         if _torch_digests(w) & present:
             return "value"
+        d = _fused_slice(w, wide)  # simplifiers merge sibling GEMMs on one input (q/k/v first factors) into one
+        if d is not None:
+            kinds[d] = "matched"  # the fused weight is made of factors: it counts as compressed parameters
+            return "slice"
         shape = tuple(w.shape)  # e.g. a dtype-converted copy: fall back to an unclaimed same-shape matrix
         for s in (shape, shape[::-1]):
             if free_shapes[s] > 0:
@@ -233,6 +251,11 @@ def check_parameter_preservation(torch_model: nn.Module, onnx_model: onnx.ModelP
                 rep.dense_present = all_shapes[dense] + all_shapes[dense[::-1]] > 0
             factors.append(rep)
 
+    sizes = {"matched": 0, "buffer": 0, "weight": 0, "other": 0}
+    for a, d in zip(arrays, digests, strict=True):
+        if d in kinds:
+            sizes[kinds.pop(d)] += int(a.size)
+    fused = sum(f.first_found == "slice" or f.second_found == "slice" for f in factors)
     n_torch = count_torch_params(torch_model)
     n_distinct = _distinct_param_count(torch_model)
     counted = sizes["matched"] + sizes["weight"]
@@ -245,6 +268,9 @@ def check_parameter_preservation(torch_model: nn.Module, onnx_model: onnx.ModelP
     if sizes["other"]:
         notes.append(f"{sizes['other']:,} values in folded constants not shaped like a weight (e.g. attention "
                      "bias tables, fused conv kernels) are not counted")
+    if fused:
+        notes.append(f"{fused} factorized layer(s) share a GEMM with their siblings: the simplifier concatenated "
+                     "factors that read the same input (e.g. q/k/v first factors) into one weight, still low-rank")
     if rel < -rel_tol:
         notes.append(f"ONNX holds {-rel:.2%} fewer weights than PyTorch (folding/fusion/unused parameters)")
     check = ParamCheck(

@@ -147,3 +147,40 @@ def test_unoptimized_dynamo_export_passes(tmp_path: Path) -> None:
     res = export_onnx(model, torch.randn(2, 16), tmp_path / "raw.onnx", optimize=False)
     check = check_parameter_preservation(model, load_onnx(res.path))
     assert check.ok and check.torch_params_distinct < check.torch_params == check.onnx_params
+
+
+class _QKV(nn.Module):
+    """Three factorized projections of one input, as attention's q/k/v: onnxsim fuses their first factors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.norm = nn.LayerNorm(16)  # onnxsim fuses siblings reading an intermediate tensor, not a graph input
+        self.q, self.k, self.v = (LowRankLinear.from_factors(torch.randn(16, 4), torch.randn(4, 16), torch.randn(16))
+                                  for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        return self.q(x) * self.k(x) + self.v(x)
+
+
+def test_sibling_first_factors_fused_by_the_simplifier_are_found(tmp_path: Path) -> None:
+    """onnxsim writes one MatMul on a 16×12 weight + Split for q/k/v's 16→4 first factors (seen on the transformers
+    ViT): still low-rank, so each factor is found as a slice of it and the fused weight counts as factor weights."""
+    from pela_export.export import simplify_onnx
+
+    model = _QKV().eval()
+    res = export_onnx(model, torch.randn(2, 5, 16), tmp_path / "qkv.onnx")  # (batch, tokens, features)
+    sim = simplify_onnx(res.path, tmp_path / "qkv.sim.onnx")
+    graph = load_onnx(sim.dst)
+    assert any(tuple(t.dims) in {(16, 12), (12, 16)} for t in graph.graph.initializer), "onnxsim no longer fuses"
+    check = check_parameter_preservation(model, graph)
+    assert [f.first_found for f in check.factors] == ["slice"] * 3 and check.ok
+    assert check.onnx_counted == check.torch_params_distinct
+    assert any("share a GEMM with their siblings" in n for n in check.notes)
+    broken = load_onnx(sim.dst)  # a fused weight that is not made of the factors is not accepted
+    for t in broken.graph.initializer:
+        if tuple(t.dims) in {(16, 12), (12, 16)}:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) + 1, t.name))
+    with pytest.raises(ParameterPreservationError, match="factor V \\(first\\) \\(rank 4\\) not found"):
+        check_parameter_preservation(model, broken)
