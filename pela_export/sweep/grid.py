@@ -2,8 +2,9 @@
 
 Valid names come from the registries (``RANK_ALLOCATORS``, ``DECOMPOSITIONS``, the precision specs),
 so a policy or method registered later is swept without changes here. A policy is swept over the
-ratios when it reads ``--ratio``, over parameter budgets 1/k when it reads ``--param-budget`` instead;
-a policy that reads neither needs options the sweep has no grid for and is skipped with that reason.
+ratios when it reads ``--ratio``, over parameter budgets 1/k when it reads ``--param-budget`` instead,
+over ``--latency-budgets`` when it reads ``--latency-budget``; a policy that reads none of these needs
+options the sweep has no grid for and is skipped with that reason.
 Torch-free: the registries are read, no model is touched.
 """
 from __future__ import annotations
@@ -20,6 +21,10 @@ from ..errors import OptionError
 DEFAULT_RATIOS: tuple[float, ...] = (2.0, 3.0, 4.0)
 DEFAULT_POLICIES: tuple[str, ...] = ("ratio",)
 DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32",)
+#: Fractions of the dense model's measured latency a latency-reading policy is swept at.
+DEFAULT_LATENCY_BUDGETS: tuple[float, ...] = (0.5, 0.7, 0.9)
+#: The option each sweep axis sets, and the short prefix of a point id that names it.
+AXIS_PREFIX: dict[str, str] = {"ratio": "k", "param_budget": "b", "latency_budget": "L"}
 ORIGINAL = "original"
 COMPRESSED = "compressed"
 
@@ -40,7 +45,7 @@ class SweepPoint:
         """Directory name under ``OUT/points/``: readable and unique within a sweep."""
         if self.model == ORIGINAL:
             return f"{ORIGINAL}-{self.precision}"
-        opts = "-".join(f"{'k' if k == 'ratio' else 'b'}{v:g}" for k, v in self.options)
+        opts = "-".join(f"{AXIS_PREFIX.get(k, k)}{v:g}" for k, v in self.options)
         return f"{opts}-{self.policy}-{self.method}-{self.precision}"
 
     @property
@@ -85,6 +90,7 @@ class Grid:
     policies: tuple[str, ...] = DEFAULT_POLICIES
     methods: tuple[str, ...] | None = None  # None: the run's default method (svd, or whiten with --calib-data)
     precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    latency_budgets: tuple[float, ...] = DEFAULT_LATENCY_BUDGETS
 
 
 @dataclass
@@ -129,8 +135,19 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
     return tuple(dict.fromkeys(float(r) for r in ratios))
 
 
+def check_latency_budgets(budgets: Sequence[float]) -> tuple[float, ...]:
+    """Every fraction in (0, 1], duplicates dropped, order kept (the values --latency-budget accepts)."""
+    bad = [b for b in budgets if not 0 < b <= 1]
+    if bad or not budgets:
+        raise OptionError(f"--latency-budgets needs fractions in (0, 1], got "
+                          f"{', '.join(f'{b:g}' for b in budgets) or 'none'}",
+                          fix="pass --latency-budgets with fractions of the dense latency, e.g. 0.5,0.7,0.9")
+    return tuple(dict.fromkeys(float(b) for b in budgets))
+
+
 def policy_axis(name: str) -> tuple[str | None, str | None]:
-    """(the option the ratio grid sets for policy ``name``: ``ratio`` or ``param_budget``; or None and why not)."""
+    """(the option the grid sets for policy ``name``: ``ratio``, ``param_budget`` or ``latency_budget``; or
+    None and why not)."""
     from ..lowrank import RANK_ALLOCATORS
     from ..options import flag_of
     from ..pipeline.compress_options import CompressOptions
@@ -140,6 +157,8 @@ def policy_axis(name: str) -> tuple[str | None, str | None]:
         return "ratio", None
     if "param_budget" in spec.options:
         return "param_budget", None
+    if "latency_budget" in spec.options:
+        return "latency_budget", None
 
     def flag(option: str) -> str:
         try:
@@ -148,8 +167,8 @@ def policy_axis(name: str) -> tuple[str | None, str | None]:
             return "--" + option.replace("_", "-")
 
     reads = ", ".join(flag(o) for o in sorted(spec.options)) or "no option"
-    return None, (f"--rank-policy {name} reads {reads}, which the sweep has no grid for (it varies --ratio, or "
-                  f"--param-budget as 1/k); measure it with `pela-export run --rank-policy {name} {reads.split(',')[0]} "
+    return None, (f"--rank-policy {name} reads {reads}, which the sweep has no grid for (it varies --ratio, "
+                  f"--param-budget as 1/k, or --latency-budget over --latency-budgets); measure it with `pela-export run --rank-policy {name} {reads.split(',')[0]} "
                   f"VALUE`")
 
 
@@ -170,6 +189,7 @@ def expand(grid: Grid, calib_data: str | None = None) -> Plan:
     from ..precision.spec import precision_names
 
     ratios = check_ratios(grid.ratios)
+    budgets = check_latency_budgets(grid.latency_budgets)
     policies = _check_names(grid.policies, RANK_ALLOCATORS.names(), "rank policy", "--policies")
     precisions = _check_names(grid.precisions, precision_names(), "precision", "--precisions")
     plan = Plan(points=[])
@@ -194,9 +214,13 @@ def expand(grid: Grid, calib_data: str | None = None) -> Plan:
         raise OptionError("no rank policy in --policies can be swept:\n" + "\n".join(f"  {why}" for _, why in plan.skipped),
                           fix=f"pass --policies with a policy that reads --ratio or --param-budget, e.g. "
                               f"--policies {DEFAULT_POLICIES[0]}")
+    def values(axis: str) -> list[float]:
+        if axis == "latency_budget":
+            return list(budgets)
+        return [k if axis == "ratio" else round(1.0 / k, 6) for k in ratios]
+
     for precision in precisions:
-        group = [SweepPoint(COMPRESSED, precision, policy, method,
-                            ((axis, k if axis == "ratio" else round(1.0 / k, 6)),))
-                 for policy, axis in axes.items() for method in methods for k in ratios]
+        group = [SweepPoint(COMPRESSED, precision, policy, method, ((axis, v),))
+                 for policy, axis in axes.items() for method in methods for v in values(axis)]
         plan.points += [group[0], SweepPoint(ORIGINAL, precision), *group[1:]]
     return plan

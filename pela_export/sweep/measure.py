@@ -75,8 +75,10 @@ class PipelineRunner:
         from ..precision.spec import precision_spec, variant_name
 
         ctx = self.context(point, out)
+        _share_latency_table(out, into_point=True)
         with contextlib.redirect_stdout(sys.stderr):  # the rank table goes to ranks.md; stdout keeps the summary
             compress_stage(ctx)
+        _share_latency_table(out, into_point=False)
         export_stage(ctx)
         exported = ctx.load_record(ExportRecord, needed_by="sweep")
         onnx = Path(exported.final_onnx[COMPRESSED])
@@ -105,6 +107,23 @@ class PipelineRunner:
         record = measure(ctx, ctx.original(), onnx, ref, point.precision)
         record["measured_from"] = donors[0]
         return record
+
+
+def _share_latency_table(point_dir: Path, *, into_point: bool) -> None:
+    """One per-layer latency table for the whole sweep (``OUT/latency_table.json``): copied into a point
+    before it compresses, where the latency policy reuses the entries still valid for this machine and
+    threads (it re-measures the others), and back after, so later points measure nothing twice."""
+    import shutil
+
+    from ..pipeline.latency import TABLE_FILE
+
+    shared, own = point_dir.parent.parent / TABLE_FILE, point_dir / TABLE_FILE
+    src, dst = (shared, own) if into_point else (own, shared)
+    if src.is_file() and (into_point or src.stat().st_size > 0):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
 
 
 def _final_onnx(run_dir: Path, variant: str) -> Path:

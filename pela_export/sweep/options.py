@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from ..errors import OptionError
 from ..options import OptionGroup, option
-from .grid import DEFAULT_POLICIES, DEFAULT_PRECISIONS, DEFAULT_RATIOS, Grid, parse_floats, parse_names
+from .grid import (DEFAULT_LATENCY_BUDGETS, DEFAULT_POLICIES, DEFAULT_PRECISIONS, DEFAULT_RATIOS, Grid, parse_floats,
+                   parse_names)
 
 #: Minutes after which no new point is started (measured points are kept and reused on the next run).
 DEFAULT_BUDGET_MINUTES = 60.0
@@ -30,6 +31,10 @@ class SweepOptions(OptionGroup):
                                          help="precisions, any --precision choice or fp32 (default fp32). "
                                               "Latency is ONNX Runtime CPU here: fp32 and int8 have CPU kernels, "
                                               "fp16 runs slowly on CPU and says nothing about a GPU")
+    latency_budgets: tuple[float, ...] = option(DEFAULT_LATENCY_BUDGETS, flag="--latency-budgets", type=parse_floats,
+                                                metavar="LIST", help="fractions of the dense model's measured "
+                                                "latency a policy reading --latency-budget (latency) is swept at "
+                                                "(default 0.5,0.7,0.9)")
     budget_minutes: float = option(DEFAULT_BUDGET_MINUTES, flag="--budget-minutes", type=float, metavar="MIN",
                                    help="start no new point after this many minutes (default 60); the points "
                                         "not run are listed, and a rerun into the same --out resumes")
@@ -44,7 +49,8 @@ class SweepOptions(OptionGroup):
             raise OptionError(f"--budget-minutes must be > 0, got {self.budget_minutes:g}",
                               fix="pass --budget-minutes with a positive number of minutes, e.g. 30")
         return Grid(ratios=tuple(self.ratios), policies=tuple(self.policies),
-                    methods=None if self.methods is None else tuple(self.methods), precisions=tuple(self.precisions))
+                    methods=None if self.methods is None else tuple(self.methods), precisions=tuple(self.precisions),
+                    latency_budgets=tuple(self.latency_budgets))
 
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:

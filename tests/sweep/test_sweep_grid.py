@@ -38,6 +38,17 @@ def test_budget_policy_is_swept_at_one_over_k_and_said_so() -> None:
     assert any("1/k" in c for c in plan.choices)
 
 
+def test_latency_policy_is_swept_over_the_latency_budgets() -> None:
+    plan = expand(Grid(ratios=(2,), policies=("ratio", "latency"), latency_budgets=(0.6, 0.8, 0.6)))
+    latency = [p for p in plan.points if p.policy == "latency"]
+    assert [p.id for p in latency] == ["L0.6-latency-svd-fp32", "L0.8-latency-svd-fp32"] and plan.skipped == []
+    assert latency[0].compress_kwargs() == {"rank_policy": "latency", "method": "svd", "latency_budget": 0.6}
+    assert latency[1].flags()[:2] == ["--latency-budget", "0.8"]
+    for bad in ((0.0,), (1.5,), ()):
+        with pytest.raises(OptionError, match="--latency-budgets"):
+            expand(Grid(policies=("latency",), latency_budgets=bad))
+
+
 def test_policy_without_ratio_or_budget_is_skipped_with_the_reason() -> None:
     plan = expand(Grid(ratios=(2,), policies=("ratio", "energy")))
     assert [p.policy for p in plan.points if p.policy] == ["ratio"]
