@@ -129,25 +129,23 @@ def _names(text: str) -> tuple[str, ...]:
 def add_precision_args(p: argparse.ArgumentParser) -> None:
     """``--precision`` and, per registered precision spec, the flags of its options dataclass."""
     from ..options import add_arguments
-    from ..precision.spec import precision_names, precision_specs
+    from ..precision.spec import default_precisions, precision_names, precision_specs
 
     g = p.add_argument_group("precision in the graph (variants of each FP32 ONNX file)")
     g.add_argument("--precision", type=_names, default=None, metavar="LIST",
                    help=f"comma-separated variants to write besides FP32, from: "
-                        f"{', '.join(precision_names(converted=True))} (default fp16,int8; pass fp32 for none)")
+                        f"{', '.join(precision_names(converted=True))} (default {','.join(default_precisions())}; "
+                        "pass fp32 for none)")
     for spec in precision_specs():
         add_arguments(spec.options, g)
 
 
 def _precision_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
     """``precisions`` and each registered precision's options, from the flags its spec declares."""
-    from dataclasses import fields
-
     from ..precision.spec import precision_specs
 
-    default = next(f.default for f in fields(PrecisionOptions) if f.name == "precisions")
     options = {s.name: s.options.from_namespace(ns) for s in precision_specs()}
-    return {"precisions": getattr(ns, "precision", None) or default, "options": options}
+    return {"precisions": getattr(ns, "precision", None), "options": options}  # None: the registered defaults
 
 
 def add_trt_args(p: argparse.ArgumentParser) -> None:

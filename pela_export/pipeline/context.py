@@ -138,8 +138,9 @@ def prepare(cfg: RunConfig, loaded: LoadedModel | None = None) -> Context:
     if cfg.output.out is None:
         cfg.output.out = str(out)
     ctx = Context(cfg, loaded, Artifacts(out))
-    if cfg.compress.method_choice:
-        ctx.note(cfg.compress.method_choice)
+    for choice in (cfg.compress.method_choice, cfg.precision.precision_choice):
+        if choice:
+            ctx.note(choice)
     if loaded.input_shape_origin != "user":
         ctx.note(f"input shape {list(loaded.input_shape)} taken from the model ({loaded.input_shape_origin})")
     return ctx

@@ -160,15 +160,19 @@ class PrecisionOptions(OptionGroup):
     """Precision variants in the graph and each one's converter options (its registered spec's dataclass)."""
 
     TITLE = "precision in the graph"
-    precisions: tuple[str, ...] = option(("fp16", "int8"), flag="--precision", cli=False,
-                                         help="comma-separated variants to write besides FP32")
+    # None: the registered defaults (precision.spec.default_precisions: fp16,int8fp16), recorded in precision_choice
+    precisions: tuple[str, ...] | None = option(None, flag="--precision", cli=False,
+                                                help="comma-separated variants to write besides FP32")
     # name → that precision's options dataclass (pela_export.precision.specs); filled with defaults for every
     # selected precision, and an option given for an unselected one is an error
     options: dict[str, Any] = field(default_factory=dict)
+    precision_choice: str | None = None  # the automatic --precision choice, for the report
 
     def validate(self) -> None:
-        from ..precision.spec import check_precision_options
+        from ..precision.spec import check_precision_options, resolve_precisions
 
+        if self.precisions is None:
+            self.precisions, self.precision_choice = resolve_precisions(None)
         self.precisions = tuple(self.precisions)
         self.options = check_precision_options(self.precisions, self.options)
 

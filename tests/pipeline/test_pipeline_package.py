@@ -20,7 +20,7 @@ from pela_export.precision.spec import precision_spec
 from pela_export.runtime import Bundle, run_variant, validate_deploy, verify_bundle
 from pela_export.tensorrt import TABLE_VERSIONS
 
-VARIANTS = {f"{m}.{p}" for m in ("original", "compressed") for p in ("fp32", "fp16", "int8")}
+VARIANTS = {f"{m}.{p}" for m in ("original", "compressed") for p in ("fp32", "fp16", "int8fp16")}  # the default precisions
 
 
 def _deploy(bundle: Path) -> dict:
@@ -62,7 +62,7 @@ def test_run_ends_with_a_complete_bundle(digits_run: Path) -> None:
             assert f"--onnx=../../onnx/{name}.onnx" in script and f"mkdir -p ../../engines/{version}" in script
             assert entry["command"].startswith(f"trtexec --onnx=onnx/{name}.onnx --saveEngine=engines/{version}/")
             assert os.access(bundle / entry["script"], os.X_OK)
-        if v["precision"] == "int8":
+        if precision_spec(v["precision"]).quantized:
             assert (bundle / v["calibration_cache"]).read_text().startswith("TRT-")
             assert (bundle / "calibration" / f"{name}.calib.manifest.json").is_file()
             assert v["onnxruntime_optimization"] == "basic"

@@ -27,7 +27,7 @@ def test_device_bench_falls_back_to_onnxruntime_and_says_so(digits_run: Path, tm
     assert dev["onnxruntime"] and dev["hostname"] and dev["jetson"] is None
     assert report["bundle"]["model"] == "digits-vit" and len(report["bundle"]["deploy_sha256"]) == 64
     assert "note: TensorRT Python bindings are not installed" in capsys.readouterr().err  # the log says so too
-    assert set(report["variants"]) == {f"{m}.{p}" for m in ("original", "compressed") for p in ("fp32", "fp16", "int8")}
+    assert set(report["variants"]) == {f"{m}.{p}" for m in ("original", "compressed") for p in ("fp32", "fp16", "int8fp16")}
     for name, v in report["variants"].items():
         assert v["backend"] == "onnxruntime" and v["engine"] is None
         assert v["golden"]["ok"], (name, v["golden"])
@@ -36,7 +36,7 @@ def test_device_bench_falls_back_to_onnxruntime_and_says_so(digits_run: Path, tm
             assert lat["batch"] == int(batch) and lat["n_runs"] == 30 and len(lat["samples_ms"]) == 30
             assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and lat["throughput"] > 0
         assert v["params"] > 0 and v["onnx_bytes"] > 0 and v["cpu_accuracy"]["top1"] > 0.9
-    assert report["variants"]["compressed.int8"]["onnxruntime"]["optimization"] == "basic"
+    assert report["variants"]["compressed.int8fp16"]["onnxruntime"]["optimization"] == "basic"
     md = md_path.read_text()
     assert md.count("\n| `") == 6  # one table row per variant
     assert "**Not TensorRT:**" in md and "Compressed vs original" in md

@@ -29,17 +29,17 @@ def _ort_kernel(onnx: Path):
 
 
 def test_engine_key_separates_every_field(bundle: Bundle) -> None:
-    onnx = bundle.onnx_path("compressed.int8")
+    onnx = bundle.onnx_path("compressed.int8fp16")
     opts = build_options(bundle)
-    key = engine_key("10.3.0", ORIN, "int8", onnx, opts)
-    assert key.onnx_sha256 == bundle.variant("compressed.int8")["sha256"]
+    key = engine_key("10.3.0", ORIN, "int8fp16", onnx, opts)
+    assert key.onnx_sha256 == bundle.variant("compressed.int8fp16")["sha256"]
     rel = key.relpath().as_posix()
-    assert rel.startswith("trt10.3.0/orin-nvgpu-cc8.7/int8-") and rel.endswith(".plan")
+    assert rel.startswith("trt10.3.0/orin-nvgpu-cc8.7/int8fp16-") and rel.endswith(".plan")
     variants = [EngineKey(**{**key.to_dict(), field: value}) for field, value in (
         ("tensorrt_version", "10.3.1"), ("gpu_name", "Orin (nvgpu) 2"), ("compute_capability", "8.6"),
         ("precision", "fp16"), ("onnx_sha256", "f" * 64), ("options_digest", "0" * 16))]
     assert len({key.relpath(), *(k.relpath() for k in variants)}) == 7
-    wider = engine_key("10.3.0", ORIN, "int8", onnx, opts.__class__.from_dict({**opts.to_dict(), "workspace_mib": 512}))
+    wider = engine_key("10.3.0", ORIN, "int8fp16", onnx, opts.__class__.from_dict({**opts.to_dict(), "workspace_mib": 512}))
     assert wider.options_digest != key.options_digest
 
 
@@ -99,13 +99,13 @@ def test_auto_falls_back_per_variant_when_an_engine_build_fails(bundle: Bundle, 
     trt = make_fake_tensorrt("10.3.0", build_fails=True)
     json_path, md_path = device_bench(bundle, tmp_path / "out", backend="auto", trt=trt,
                                       device_backend=HostBackend(ORIN), gpu=ORIN, engine_cache=tmp_path / "e",
-                                      variants=["compressed.int8"], runs=30, warmup=0, batch_sizes=[1])
-    v = load_device_report(json_path)["variants"]["compressed.int8"]
+                                      variants=["compressed.int8fp16"], runs=30, warmup=0, batch_sizes=[1])
+    v = load_device_report(json_path)["variants"]["compressed.int8fp16"]
     assert v["backend"] == "onnxruntime" and "TensorRT could not build" in v["fallback_reason"] and v["golden"]["ok"]
     assert "Per-variant fallbacks" in md_path.read_text()
     with pytest.raises(Exception, match="could not build"):
         device_bench(bundle, tmp_path / "out", backend="tensorrt", trt=trt, device_backend=HostBackend(ORIN),
-                     gpu=ORIN, engine_cache=tmp_path / "e", variants=["compressed.int8"], runs=30)
+                     gpu=ORIN, engine_cache=tmp_path / "e", variants=["compressed.int8fp16"], runs=30)
 
 
 def test_choose_backend_rules() -> None:

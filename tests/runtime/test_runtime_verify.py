@@ -25,17 +25,17 @@ def test_intact_bundle_verifies_with_a_summary(digits_run: Path, capsys: pytest.
 
 
 def test_changed_byte_in_an_onnx_file_is_named(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    onnx = bundle_copy / "onnx" / "compressed.int8.onnx"
+    onnx = bundle_copy / "onnx" / "compressed.int8fp16.onnx"
     data = bytearray(onnx.read_bytes())
     data[len(data) // 2] ^= 0x01
     onnx.write_bytes(bytes(data))
     problems = verify_bundle(bundle_copy)
-    assert _kinds(problems) == {"onnx/compressed.int8.onnx": "changed"}
+    assert _kinds(problems) == {"onnx/compressed.int8fp16.onnx": "changed"}
     assert "SHA256SUMS expects" in str(problems[0])
     assert main(["verify", str(bundle_copy)]) == 2
     err = capsys.readouterr().err
-    assert "onnx/compressed.int8.onnx: changed" in err and "fix:" in err
-    with pytest.raises(ArtifactError, match="onnx/compressed.int8.onnx"):
+    assert "onnx/compressed.int8fp16.onnx: changed" in err and "fix:" in err
+    with pytest.raises(ArtifactError, match="onnx/compressed.int8fp16.onnx"):
         Bundle.load(bundle_copy)
     assert Bundle.load(bundle_copy, verify=False).variants()  # explicitly unverified loading still works
 
@@ -50,7 +50,7 @@ def test_missing_and_extra_files_are_named(bundle_copy: Path) -> None:
 
 def test_engines_built_on_the_device_are_not_extra_files(bundle_copy: Path) -> None:
     (bundle_copy / "engines" / "10.3").mkdir(parents=True)
-    (bundle_copy / "engines" / "10.3" / "compressed.int8.plan").write_bytes(b"plan")
+    (bundle_copy / "engines" / "10.3" / "compressed.int8fp16.plan").write_bytes(b"plan")
     assert verify_bundle(bundle_copy) == []
 
 
@@ -92,11 +92,11 @@ def test_deploy_json_problems_name_the_key(digits_run: Path) -> None:
     good = json.loads((digits_run / "bundle" / "deploy.json").read_text())
     assert validate_deploy(good)["variants"]
     bad = json.loads(json.dumps(good))
-    del bad["variants"]["compressed.int8"]["tolerance"]["atol"]
+    del bad["variants"]["compressed.int8fp16"]["tolerance"]["atol"]
     bad["variants"]["original.fp16"]["onnx"] = "../outside.onnx"
     bad["io"]["inputs"][0]["profile"]["max"] = [0, 1, 16, 16]
     problems = deploy_problems(bad)
-    assert "key 'variants.compressed.int8.tolerance.atol' is missing" in problems
+    assert "key 'variants.compressed.int8fp16.tolerance.atol' is missing" in problems
     assert any("variants.original.fp16.onnx" in p and "inside the bundle" in p for p in problems)
     assert any("io.inputs[0].profile" in p and "min <= opt <= max" in p for p in problems)
     with pytest.raises(ArtifactError) as exc:
