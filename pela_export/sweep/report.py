@@ -63,13 +63,12 @@ def _flag(option: str) -> str:
 
 
 def policy_hint(allowance: float, latency_ratio: float | None, options: frozenset[str] | None) -> str | None:
-    """``--rank-policy latency --max-drop D`` / ``--latency-budget F``: the latency policy aiming at the same
-    target directly (only the options it declares; None without that policy)."""
+    """``--rank-policy latency --latency-budget F``: the latency policy aimed at the front point's measured
+    latency ratio (None without that policy). Never ``--max-drop D``: it is in the policy's loss-proxy units
+    (calibration-loss increase or SVD weight error), not the accuracy points ``allowance`` is in."""
     if options is None:
         return None
     parts = []
-    if "max_drop" in options:
-        parts.append(f"{_flag('max_drop')} {allowance:g}")
     if "latency_budget" in options and latency_ratio is not None:
         parts.append(f"{_flag('latency_budget')} {latency_ratio:.2f}")
     return " or ".join(f"--rank-policy {LATENCY_POLICY} {part}" for part in parts) if parts else None

@@ -50,9 +50,10 @@ def test_without_the_original_no_drop_can_be_judged() -> None:
 
 def test_latency_policy_hint_uses_only_the_options_it_declares() -> None:
     assert policy_hint(1.0, 0.6, None) is None
-    assert policy_hint(1.0, 0.6, frozenset({"max_drop"})) == "--rank-policy latency --max-drop 1"
+    # --max-drop is in the policy's loss-proxy units, not accuracy points: never suggested for a points allowance
+    assert policy_hint(1.0, 0.6, frozenset({"max_drop"})) is None
     both = policy_hint(0.5, 0.604, frozenset({"max_drop", "latency_budget"}))
-    assert both == "--rank-policy latency --max-drop 0.5 or --rank-policy latency --latency-budget 0.60"
+    assert both == "--rank-policy latency --latency-budget 0.60"
 
 
 def _summary() -> dict[str, Any]:
