@@ -78,27 +78,63 @@ def latency_model(ctx: Context) -> LatencyModel:
     if dense_ms is None:
         dense_ms = measure({})
         table.set_model_ms(env, key, dense_ms)
+    measure.dense_ms = dense_ms
     table.save(path)
     log(f"latency table {'reused from' if taken == 0 and reused_dense else 'written to'} {path} "
         f"({taken} layer timings taken); dense model {dense_ms:.3f} ms")
     report = {"table": str(path), "layer_timings_taken": taken, "table_reused": taken == 0,
               "dense_model_reused": reused_dense, "batch": batch, "dtype": "float32",
-              "shapes": shapes, "whole_model": "exported without simplification, timed with ONNX Runtime CPU "
-                                               f"(median of {cfg.bench.runs} runs after {cfg.bench.warmup})"}
+              "shapes": shapes, "whole_model": "exported without simplification, timed with ONNX Runtime CPU in "
+                                               f"{ROUNDS} rounds alternating with the dense model (p50 of "
+                                               f"{max(cfg.bench.runs // 2, 5)} runs each); measured = median "
+                                               "ratio x the dense model's ms"}
     return LatencyModel(env, table, ops, dense_ms, measure, cfg.compress.align, report)
+
+
+#: Alternating rounds when a candidate is timed against the dense model (each round half the runs of each).
+ROUNDS = 3
 
 
 class WholeModel:
     """``(ranks) -> ms``: the original model with the layers in ``ranks`` (rank >= 1) replaced by factor
-    layers of that rank (random values: the timing depends only on shapes), exported and timed."""
+    layers of that rank (random values: the timing depends only on shapes), exported and timed.
+
+    A candidate is timed in alternating rounds with the dense model and returned as the measured ratio ×
+    the dense model's recorded ms: on a shared machine absolute times drift between calls, more than the
+    budget's margin for a sub-millisecond model, while the ratio of interleaved timings stays put."""
 
     def __init__(self, ctx: Context, inputs: tuple[torch.Tensor, ...], threads: int) -> None:
         self.ctx, self.inputs, self.threads = ctx, inputs, threads
+        self._tmp = tempfile.TemporaryDirectory(prefix="pela-latency-")
+        self._dense: Path | None = None
+        self.dense_ms: float | None = None  # the recorded dense ms ratios are applied to (set by latency_model)
 
     def __call__(self, ranks: Mapping[str, int]) -> float:
+        from ..measure import bench_onnxruntime
+
+        cfg = self.ctx.cfg
+        factorized = {n: r for n, r in ranks.items() if r >= 1}
+        what = f"{len(factorized)} layers factorized" if factorized else "dense"
+        log(f"latency policy: timing the whole model ({what})")
+        if self._dense is None:
+            self._dense = self._export({}, "dense.onnx")
+        feeds = {n: t.detach().cpu().numpy() for n, t in zip(self.ctx.loaded.spec.input_names, self.inputs, strict=True)}
+
+        def p50(path: Path, runs: int) -> float:
+            return float(bench_onnxruntime(path, None, feeds, cfg.bench.warmup, runs, self.threads,
+                                           allow_few_runs=True).p50_ms)
+
+        if not factorized or self.dense_ms is None:
+            return p50(self._dense, cfg.bench.runs)
+        candidate = self._export(factorized, "candidate.onnx")
+        runs = max(cfg.bench.runs // 2, 5)
+        pairs = [(p50(self._dense, runs), p50(candidate, runs)) for _ in range(ROUNDS)]
+        ratio = sorted(c / d for d, c in pairs)[len(pairs) // 2]
+        return ratio * self.dense_ms
+
+    def _export(self, ranks: Mapping[str, int], name: str) -> Path:
         from ..export import export_onnx
         from ..export.onnx_export import export_example
-        from ..measure import bench_onnxruntime
 
         cfg, loaded = self.ctx.cfg, self.ctx.loaded
         model = copy.deepcopy(self.ctx.original()).eval()
@@ -109,17 +145,11 @@ class WholeModel:
                 for p in layer.parameters():
                     nn.init.normal_(p, std=0.02)  # never uninitialised memory (denormals distort timings)
                 set_submodule(model, name, layer)
-        what = f"{sum(1 for r in ranks.values() if r >= 1)} layers factorized" if ranks else "dense"
-        log(f"latency policy: timing the whole model ({what})")
         example = export_example(loaded, 2 if cfg.export.dynamic_batch else 1)
-        with tempfile.TemporaryDirectory(prefix="pela-latency-") as tmp:
-            res = export_onnx(model, example, Path(tmp) / "model.onnx", io=loaded.spec, opset=cfg.export.opset,
-                              dynamic_batch=cfg.export.dynamic_batch, exporter=cfg.export.exporter,  # type: ignore[arg-type]
-                              fallback_exporter=cfg.export.exporter_fallback)
-            feeds = {n: t.detach().cpu().numpy() for n, t in zip(loaded.spec.input_names, self.inputs, strict=True)}
-            stats = bench_onnxruntime(res.path, None, feeds, cfg.bench.warmup, cfg.bench.runs, self.threads,
-                                      allow_few_runs=True)
-        return float(stats.p50_ms)
+        res = export_onnx(model, example, Path(self._tmp.name) / name, io=loaded.spec, opset=cfg.export.opset,
+                          dynamic_batch=cfg.export.dynamic_batch, exporter=cfg.export.exporter,  # type: ignore[arg-type]
+                          fallback_exporter=cfg.export.exporter_fallback)
+        return Path(res.path)
 
 
 def note_latency_result(ctx: Context, report: Mapping[str, object]) -> None:
