@@ -117,9 +117,16 @@ def check_spec_matches(spec: dict[str, Any], cfg: RunConfig, loaded: LoadedModel
     include, exclude = selection_rule(cfg.compress.include, cfg.compress.exclude)
     asked = {"ratio": effective_ratio(cfg), "method": cfg.compress.method, "rank_policy": cfg.compress.rank_policy,
              "align": cfg.compress.align, "include": include, "exclude": exclude}
+    saved = {k: spec.get(k) for k in asked}
+    saved_inputs = spec.get("policy_inputs") or {}
+    for key in ("energy", "param_budget", "latency_budget", "max_drop", "candidate_ranks"):  # the policy's own options
+        value = getattr(cfg.compress, key, None)
+        if value is not None and key in saved_inputs:  # given this time, and recorded by the saved run
+            asked[key] = list(value) if isinstance(value, tuple) else value
+            saved[key] = saved_inputs[key]
     for key, value in asked.items():
-        if spec.get(key) != value:
-            raise ArtifactError(f"the saved compression used {key}={spec.get(key)!r} but this run asks for {value!r}",
+        if saved[key] != value:
+            raise ArtifactError(f"the saved compression used {key}={saved[key]!r} but this run asks for {value!r}",
                                 fix=f"re-run the compress stage (drop --skip compress), or pass the same "
                                     f"--{key.replace('_', '-')} as the saved run")
 

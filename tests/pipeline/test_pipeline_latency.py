@@ -60,3 +60,9 @@ def test_compress_digits_within_a_latency_budget(tmp_path, default_cache, monkey
     assert main(args) == 0
     again = json.loads((out / "stages" / "compress.json").read_text())["compression"]["policy_inputs"]["latency"]
     assert again["layer_timings_taken"] == 0 and again["table_reused"] and again["dense_model_reused"]
+    # a saved compression is never reused for another budget: the run refuses it, naming the flag
+    capsys.readouterr()
+    code = main(["run", "--out", str(out), "--skip", "compress", "--rank-policy", "latency", "--latency-budget", "0.5",
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "saved compression used latency_budget=0.9" in err and "--latency-budget" in err
