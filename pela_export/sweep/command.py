@@ -75,7 +75,8 @@ def sweep(base: dict[str, Any], grid: Grid, out: str | None = None, *, budget_mi
     result = run_points(plan.points, root, runner, fingerprint=fingerprint,
                         budget_s=None if budget_minutes is None else 60.0 * budget_minutes, log=log)
     first = next(iter(result.records.values()), {})
-    settings = {"threads": (first.get("latency") or {}).get("threads", base.get("threads")), "runs": base.get("runs"),
+    settings = {"spec": base.get("spec"),  # as given: the recommendation's `pela-export run SPEC ...` reproduces it
+                "threads": (first.get("latency") or {}).get("threads", base.get("threads")), "runs": base.get("runs"),
                 "warmup": base.get("warmup"), "data": (first.get("accuracy") or {}).get("data"),
                 "budget_minutes": budget_minutes, "grid": plain(asdict(grid)),
                 "elapsed_s": round(time.monotonic() - t0, 1)}

@@ -7,6 +7,7 @@ reproduce it. Every number comes from a point.json; nothing is interpolated.
 """
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -120,6 +121,14 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def run_model(settings: Mapping[str, Any]) -> list[str]:
+    """The model argument of ``pela-export run`` for this sweep: its spec as given, none for the embedded default
+    (an older sweep.json without ``spec`` keeps the ``MODEL`` placeholder)."""
+    if "spec" not in settings:
+        return ["MODEL"]
+    return [] if settings["spec"] is None else [shlex.quote(str(settings["spec"]))]
+
+
 def markdown(summary: Mapping[str, Any]) -> str:
     """``sweep.md``: the chart, the recommendation, the table of all points (front marked) and what was left out."""
     s = summary["settings"]
@@ -138,7 +147,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
         if rec["id"] is None:
             lines.append(f"| {rec['max_drop']:g} | – | | | | | {_md(rec['why'])} |")
             continue
-        how = f"`pela-export run MODEL {' '.join(rec['flags'])}`"
+        how = f"`{' '.join(['pela-export', 'run', *run_model(s), *rec['flags']])}`"
         if rec.get("latency_policy"):
             how += "; or aim the latency policy at it: " + " or ".join(
                 f"`{h}`" for h in rec["latency_policy"].split(" or "))
@@ -166,8 +175,8 @@ def markdown(summary: Mapping[str, Any]) -> str:
         lines += ["", f"Reused from an earlier sweep into this directory: {', '.join(summary['reused'])}."]
     if summary["automatic_choices"]:
         lines += ["", "## Automatic choices", "", *[f"- {_md(c)}" for c in summary["automatic_choices"]]]
-    lines += ["", "Each point is a run directory (`points/<point>/`). To time one on the device: `pela-export run MODEL "
-              "FLAGS --out points/<point> --skip compress --skip export` adds its report and bundle (reusing the "
+    lines += ["", "Each point is a run directory (`points/<point>/`). To time one on the device: `pela-export run "
+              f"{' '.join([*run_model(s), 'FLAGS'])} --out points/<point> --skip compress --skip export` adds its report and bundle (reusing the "
               "saved compression and ONNX), `pela-export device-bench BUNDLE` times it there, and `pela-export report "
               "points/<point> DEVICE_REPORT` merges the device numbers.", ""]
     return "\n".join(lines)

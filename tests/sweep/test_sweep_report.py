@@ -69,7 +69,12 @@ def test_summary_and_markdown_list_every_point_and_what_was_not_measured() -> No
     for pid in RECORDS:
         assert f"| {pid} |" in md
     assert "skipped policy energy" in md and "failed k8: boom" in md and "not run k9" in md
-    assert "`pela-export run MODEL --ratio 2 --rank-policy ratio --method svd --precision fp32`" in md
+    assert "`pela-export run MODEL --ratio 2 --rank-policy ratio --method svd --precision fp32`" in md  # no spec recorded
+    # the model as the sweep was given it: a spec, or nothing for the embedded default
+    spec = summarize(RECORDS, model="toy", settings={"spec": "hf:/m y", "threads": 2, "runs": 30, "warmup": 5})
+    assert "`pela-export run 'hf:/m y' --ratio 2 --rank-policy ratio" in markdown(spec)
+    default = summarize(RECORDS, model="toy", settings={"spec": None, "threads": 2, "runs": 30, "warmup": 5})
+    assert "`pela-export run --ratio 2 --rank-policy ratio" in markdown(default)
 
 
 def test_chart_is_a_900_by_600_png_linked_from_the_markdown(tmp_path: Path) -> None:
