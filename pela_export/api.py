@@ -121,17 +121,19 @@ def package(cfg: RunConfig) -> dict[str, Any]:
 
 
 def sweep(base: dict[str, Any], grid: Any = None, out: str | os.PathLike[str] | None = None, *,
-          budget_minutes: float | None = 60.0) -> dict[str, Any]:
+          budget_minutes: float | None = 60.0, timing_rounds: int = 3) -> dict[str, Any]:
     """Measure a grid of compression settings and write the Pareto front (``sweep.{json,md,png}`` in ``out``).
 
     ``base``: ``RunConfig.of`` keywords every point shares (``spec``, ``eval_data``, ``threads``, ...);
-    ``grid``: a :class:`pela_export.sweep.grid.Grid` (None: ratios 2,3,4, the default method, fp32).
+    ``grid``: a :class:`pela_export.sweep.grid.Grid` (None: ratios 2,3,4, the default method, fp32);
+    ``timing_rounds``: rounds of the final timing with every point called in turn (0: each point's own).
     Returns sweep.json's content plus ``paths``; points already measured in ``out`` are reused.
     """
     from .sweep.command import sweep as _sweep
     from .sweep.grid import Grid
 
-    return _sweep(base, grid or Grid(), None if out is None else str(out), budget_minutes=budget_minutes)
+    return _sweep(base, grid or Grid(), None if out is None else str(out), budget_minutes=budget_minutes,
+                  timing_rounds=timing_rounds)
 
 
 def sweep_from_args(ns: Any) -> dict[str, Any]:
@@ -140,7 +142,8 @@ def sweep_from_args(ns: Any) -> dict[str, Any]:
     from .sweep.options import SweepOptions
 
     opts = SweepOptions.from_namespace(ns)
-    return sweep(base_from_namespace(ns), opts.grid(), ns.out, budget_minutes=opts.budget_minutes)
+    return sweep(base_from_namespace(ns), opts.grid(), ns.out, budget_minutes=opts.budget_minutes,
+                 timing_rounds=opts.timing_rounds)
 
 
 def verify_bundle(path: str | os.PathLike[str]) -> list[Problem]:

@@ -21,7 +21,8 @@ _EXPORTS: dict[str, str] = {
     "collect_logits_onnx": "accuracy", "collect_logits_torch": "accuracy", "evaluate_logits": "accuracy",
     "FlopCount": "flops", "count_flops": "flops",
     "MIN_RUNS": "latency", "bench_latency_grid": "latency", "bench_onnxruntime": "latency",
-    "bench_torch_eager": "latency", "check_run_counts": "latency", "time_callable": "latency",
+    "bench_torch_eager": "latency", "check_run_counts": "latency", "interleaved_p50_ms": "latency",
+    "time_callable": "latency",
     "OnnxFileSize": "sizes", "count_params": "sizes", "onnx_file_size": "sizes",
     "LatencyStats": "stats",
     "TOOL_NAME": "environment", "environment_info": "environment", "tool_version": "environment",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         bench_onnxruntime,
         bench_torch_eager,
         check_run_counts,
+        interleaved_p50_ms,
         time_callable,
     )
     from .sizes import OnnxFileSize, count_params, onnx_file_size  # noqa: F401

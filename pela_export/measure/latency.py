@@ -175,3 +175,36 @@ def bench_latency_grid(model: nn.Module, onnx_path: str | os.PathLike[str] | Non
     if onnx_path is None:
         del latency["onnxruntime"], used["onnxruntime"]
     return {"latency": latency, "threads": used}
+
+
+def interleaved_p50_ms(onnx_paths: Mapping[str, str | os.PathLike[str]], example: Mapping[str, np.ndarray],
+                       warmup: int = 5, runs: int = 30, threads: int | None = None,
+                       rounds: int = 3) -> dict[str, list[float]]:
+    """Per round, the p50 (ms) of every ONNX model when all are called in turn, one call each per step.
+
+    Why: timed minutes apart on a shared machine, two models' absolute times drift by more than the
+    differences worth reporting; called in alternation they see the same machine, so their ratios hold.
+    ``example`` feeds every model (same graph inputs); returns ``{key: [p50 of round 1, ...]}``.
+    """
+    check_run_counts(warmup, runs)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise OptionError(f"timing rounds must be an integer >= 1, got {rounds!r}", fix="pass --timing-rounds 3")
+    calls = {}
+    for key, path in onnx_paths.items():
+        sess, _ = make_session(path, threads)
+        feeds = ort_feeds(sess, None, example, path)
+        calls[key] = (lambda s=sess, f=feeds: s.run(None, f))
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    out: dict[str, list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        times: dict[str, list[float]] = {key: [] for key in calls}
+        for _ in range(runs):
+            for key, call in calls.items():
+                t0 = time.perf_counter()
+                call()
+                times[key].append(time.perf_counter() - t0)
+        for key, seconds in times.items():
+            out[key].append(1e3 * float(np.median(seconds)))
+    return out

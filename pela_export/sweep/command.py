@@ -8,8 +8,9 @@ from dataclasses import asdict
 from typing import Any
 
 from .._io import ensure_writable_dir, write_json_atomic, write_text_atomic
-from ..errors import DependencyError, PelaExportError
+from ..errors import DependencyError, OptionError, PelaExportError
 from .grid import Grid, expand
+from .retime import DEFAULT_ROUNDS, Timer, apply, retime
 from .run import PointRunner, run_points
 
 SWEEP_JSON, SWEEP_MD, SWEEP_PNG = "sweep.json", "sweep.md", "sweep.png"
@@ -38,18 +39,24 @@ def base_from_namespace(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def sweep(base: dict[str, Any], grid: Grid, out: str | None = None, *, budget_minutes: float | None = None,
-          runner: PointRunner | None = None, model_name: str | None = None) -> dict[str, Any]:
+          timing_rounds: int = DEFAULT_ROUNDS, runner: PointRunner | None = None, model_name: str | None = None,
+          timer: Timer | None = None) -> dict[str, Any]:
     """Run the sweep; returns sweep.json's content plus ``paths`` (json, md, png or None).
 
-    ``base``: ``RunConfig.of`` keywords shared by every point. ``runner``/``model_name`` replace the
-    pipeline (tests). Raises :class:`SweepError` (after writing the files) when no point was measured.
+    ``base``: ``RunConfig.of`` keywords shared by every point. ``timing_rounds``: rounds of the final timing
+    with every point called in turn (0: keep each point's own timing). ``runner``/``model_name``/``timer``
+    replace the pipeline and ONNX Runtime (tests; an injected runner without a timer is not re-timed).
+    Raises :class:`SweepError` (after writing the files) when no point was measured.
     """
     from ..pipeline.config import RunConfig, default_out_dir
     from ..pipeline.context import log
     from .measure import PipelineRunner
-    from .report import latency_policy_options, markdown, summarize
+    from .report import baseline_of, latency_policy_options, markdown, summarize, table_rows
     from .run import plain
 
+    if isinstance(timing_rounds, bool) or not isinstance(timing_rounds, int) or timing_rounds < 0:
+        raise OptionError(f"--timing-rounds must be an integer >= 0, got {timing_rounds!r}",
+                          fix="pass --timing-rounds 3 (0 keeps each point's own timing)")
     plan = expand(grid, base.get("calib_data"))
     for point in plan.points:  # every point's options checked before anything runs
         RunConfig.of(**base, **point.compress_kwargs(), precisions=(point.precision,), batch_sizes=(1,))
@@ -74,13 +81,30 @@ def sweep(base: dict[str, Any], grid: Grid, out: str | None = None, *, budget_mi
     t0 = time.monotonic()
     result = run_points(plan.points, root, runner, fingerprint=fingerprint,
                         budget_s=None if budget_minutes is None else 60.0 * budget_minutes, log=log)
-    first = next(iter(result.records.values()), {})
+    timing: dict[str, Any] = {"interleaved": False, "rounds": timing_rounds}
+    records = result.records
+    if timing_rounds and records:
+        if timer is None and isinstance(runner, PipelineRunner):
+            first_id = next(iter(records))
+            first_point = next(p for p in plan.points if p.id == first_id)
+            timer = runner.timer(first_point, root / "points" / first_id, timing_rounds)
+        base_row = baseline_of(table_rows(records))
+        if timer is not None:
+            log(f"sweep: timing the {len(records)} measured points again, all called in turn ({timing_rounds} rounds)")
+            timings = retime(records, None if base_row is None else base_row["id"], timer)
+            timing["interleaved"] = bool(timings)
+            if not timings:
+                timing["why"] = "no original, or nothing to time with it, among the points with an ONNX file"
+            records = apply(records, timings)
+    elif not timing_rounds:
+        timing["why"] = "--timing-rounds 0"
+    first = next(iter(records.values()), {})
     settings = {"spec": base.get("spec"),  # as given: the recommendation's `pela-export run SPEC ...` reproduces it
                 "threads": (first.get("latency") or {}).get("threads", base.get("threads")), "runs": base.get("runs"),
                 "warmup": base.get("warmup"), "data": (first.get("accuracy") or {}).get("data"),
-                "budget_minutes": budget_minutes, "grid": plain(asdict(grid)),
+                "budget_minutes": budget_minutes, "grid": plain(asdict(grid)), "timing": timing,
                 "elapsed_s": round(time.monotonic() - t0, 1)}
-    summary = summarize(result.records, model=name, settings=settings, skipped=plan.skipped, failed=result.failed,
+    summary = summarize(records, model=name, settings=settings, skipped=plan.skipped, failed=result.failed,
                         not_run=result.not_run, reused=result.reused,
                         choices=plan.choices + [why for _, why in result.stale],
                         latency_options=latency_policy_options())

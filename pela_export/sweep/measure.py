@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ArtifactError
 from .grid import COMPRESSED, ORIGINAL, SweepPoint
+from .retime import Timer, ort_timer
 from .run import POINT_FILE, PointDeferred
 
 if TYPE_CHECKING:
@@ -64,6 +65,16 @@ class PipelineRunner:
         ctx = prepare(self.config(point, out), self.loaded)
         self.loaded = ctx.loaded
         return ctx
+
+    def timer(self, point: SweepPoint, out: Path, rounds: int) -> Timer:
+        """The final interleaved timing with the inputs every point was timed with (any point gives them)."""
+        from ..pipeline.bench import example_inputs, shapes_for
+
+        ctx = self.context(point, out)
+        inputs = example_inputs(ctx, shapes_for(ctx), LATENCY_BATCH)
+        feeds = {n: t.numpy() for n, t in zip(ctx.loaded.spec.input_names, inputs, strict=True)}
+        bench = ctx.cfg.bench
+        return ort_timer(feeds, warmup=bench.warmup, runs=bench.runs, threads=bench.threads, rounds=rounds)
 
     def __call__(self, point: SweepPoint, out: Path, done: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         if point.model == ORIGINAL:

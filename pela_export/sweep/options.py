@@ -8,6 +8,7 @@ from ..errors import OptionError
 from ..options import OptionGroup, option
 from .grid import (DEFAULT_LATENCY_BUDGETS, DEFAULT_POLICIES, DEFAULT_PRECISIONS, DEFAULT_RATIOS, Grid, parse_floats,
                    parse_names)
+from .retime import DEFAULT_ROUNDS
 
 #: Minutes after which no new point is started (measured points are kept and reused on the next run).
 DEFAULT_BUDGET_MINUTES = 60.0
@@ -38,6 +39,10 @@ class SweepOptions(OptionGroup):
     budget_minutes: float = option(DEFAULT_BUDGET_MINUTES, flag="--budget-minutes", type=float, metavar="MIN",
                                    help="start no new point after this many minutes (default 60); the points "
                                         "not run are listed, and a rerun into the same --out resumes")
+    timing_rounds: int = option(DEFAULT_ROUNDS, flag="--timing-rounds", type=int, metavar="N",
+                                help="after the points are measured, time them all again in N rounds with every "
+                                     "point called in turn, so the front compares timings of the same moment "
+                                     "(default 3; 0 keeps each point's own timing)")
     calib_data: str | None = option(None, flag="--calib-data",
                                     help="calibration data for data-aware methods, sensitivity ranks and INT8 "
                                          "(default: the model's dataset, else random)")

@@ -32,7 +32,8 @@ def table_rows(records: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]
     rows = [{"id": pid, "model": r["point"]["model"], "precision": r["point"]["precision"],
              "policy": r["point"].get("policy"), "method": r["point"].get("method"),
              "options": r["point"].get("options") or {}, "params": r.get("params"), "flops": r.get("flops"),
-             "onnx_bytes": r.get("onnx_bytes"), "latency_ms": r.get("latency_ms"), "metric": r.get("metric"),
+             "onnx_bytes": r.get("onnx_bytes"), "latency_ms": r.get("latency_ms"),
+             "latency_ms_alone": r.get("latency_ms_alone"), "latency_ratio": r.get("latency_ratio"), "metric": r.get("metric"),
              "score": r.get("score"), "flags": list(r.get("flags") or []), "dir": f"points/{pid}"}
             for pid, r in records.items()]
     front = set(pareto_front([(r["latency_ms"], r["score"]) for r in rows]))
@@ -40,8 +41,9 @@ def table_rows(records: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]
     for i, row in enumerate(rows):
         row["on_front"] = i in front
         row["drop"] = None if base is None or row["score"] is None else round(base["score"] - row["score"], 6)
-        row["latency_ratio"] = (None if base is None or not base.get("latency_ms") or row["latency_ms"] is None
-                                else row["latency_ms"] / base["latency_ms"])
+        if row["latency_ratio"] is None:  # else measured in the same rounds as the baseline (retime.py)
+            row["latency_ratio"] = (None if base is None or not base.get("latency_ms") or row["latency_ms"] is None
+                                    else row["latency_ms"] / base["latency_ms"])
     return rows
 
 
@@ -132,9 +134,14 @@ def run_model(settings: Mapping[str, Any]) -> list[str]:
 def markdown(summary: Mapping[str, Any]) -> str:
     """``sweep.md``: the chart, the recommendation, the table of all points (front marked) and what was left out."""
     s = summary["settings"]
+    timing = s.get("timing") or {}
+    how = (f"median over {timing['rounds']} rounds of the p50 of {s.get('runs')} calls per point, every point's ONNX "
+           "called in turn (so all see the same machine); \"vs original\": the median of the per-round ratios. "
+           "Each point's p50 timed alone when it was measured is `latency_ms_alone` in sweep.json"
+           if timing.get("interleaved") else f"{s.get('runs')} runs after {s.get('warmup')} warm-up, each point timed "
+           "alone when it was measured" + (f" ({timing['why']})" if timing.get("why") else ""))
     lines = [f"# Sweep: {summary['model']}", "",
-             f"Latency: ONNX Runtime CPU p50 at batch 1, {s.get('threads') or 'all'} thread(s), {s.get('runs')} runs "
-             f"after {s.get('warmup')} warm-up. Score: {summary['metric']} on {s.get('data') or 'the model’s data'}, "
+             f"Latency: ONNX Runtime CPU p50 at batch 1, {s.get('threads') or 'all'} thread(s): {how}. Score: {summary['metric']} on {s.get('data') or 'the model’s data'}, "
              "against the original FP32 model. Front: no other point is at least as fast and as accurate and "
              "better in one.", ""]
     if summary.get("chart"):

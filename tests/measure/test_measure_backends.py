@@ -151,3 +151,36 @@ def test_external_data_counted(tmp_path: Path, linear_onnx: Path) -> None:
     assert size.external_data_bytes == (tmp_path / "ext.onnx.data").stat().st_size > 0
     assert size.bytes == out.stat().st_size + size.external_data_bytes
     assert count_onnx_params(onnx.load(out)) == IN * OUT + OUT
+
+
+def test_interleaved_p50_calls_the_models_in_turn(linear_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import pela_export.measure.latency as latency
+    from pela_export.measure import interleaved_p50_ms
+
+    log: list[str] = []
+
+    def fake_session(path: Path, threads: int | None, optimization: str = "all") -> tuple[object, int]:
+        sess = types.SimpleNamespace(get_inputs=lambda: [types.SimpleNamespace(name="input")],
+                                     run=lambda _out, _feeds: log.append(Path(path).stem))
+        return sess, 1
+
+    monkeypatch.setattr(latency, "make_session", fake_session)
+    x = {"input": np.ones((1, IN), dtype=np.float32)}
+    got = interleaved_p50_ms({"a": "a.onnx", "b": "b.onnx"}, x, warmup=2, runs=30, threads=1, rounds=2)
+    assert sorted(got) == ["a", "b"] and all(len(v) == 2 and all(t >= 0 for t in v) for v in got.values())
+    assert log[:4] == ["a", "a", "b", "b"]  # warm-up of each, then timed calls alternate
+    assert log[4:] == ["a", "b"] * 60 and len(log) == 4 + 2 * 2 * 30
+
+
+def test_interleaved_p50_on_real_onnx_and_bad_rounds(linear_onnx: Path) -> None:
+    from pela_export.measure import interleaved_p50_ms
+
+    x = {"input": np.ones((1, IN), dtype=np.float32)}
+    got = interleaved_p50_ms({"one": linear_onnx, "two": linear_onnx}, x, warmup=1, runs=30, threads=1, rounds=1)
+    assert set(got) == {"one", "two"} and all(len(v) == 1 and v[0] > 0 for v in got.values())
+    with pytest.raises(OptionError, match="--timing-rounds"):
+        interleaved_p50_ms({"one": linear_onnx}, x, runs=30, rounds=0)
+    with pytest.raises(OptionError, match="takes inputs"):
+        interleaved_p50_ms({"one": linear_onnx}, {"x": x["input"]}, runs=30)

@@ -28,6 +28,49 @@ def test_sweep_writes_json_markdown_and_chart_and_resumes(tmp_path: Path) -> Non
     assert again.calls == []
 
 
+class OnnxFakeRunner(FakeRunner):
+    """The fake runner, with an ONNX file per point for the final timing to open."""
+
+    def __call__(self, point, out, done):  # type: ignore[no-untyped-def]
+        record = super().__call__(point, out, done)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "model.onnx").write_bytes(b"onnx")
+        return record | {"onnx": str(out / "model.onnx")}
+
+
+def test_final_interleaved_timing_replaces_each_points_own(tmp_path: Path) -> None:
+    """Timed alone, k = 3 looked faster than k = 2 (3.3 vs 5 ms); timed in turn, k = 2 is faster and k = 3 leaves
+    the front. The ratio and recommendation follow the interleaved timing, each point's own p50 is kept."""
+    rounds = {"original-fp32": [10.0, 12.0, 10.0], "k2-ratio-svd-fp32": [4.0, 6.0, 4.0],
+              "k3-ratio-svd-fp32": [9.0, 9.0, 9.0]}
+    calls: list[set[str]] = []
+
+    def timer(paths):  # type: ignore[no-untyped-def]
+        calls.append(set(paths))
+        return rounds
+
+    summary = sweep(BASE, Grid(ratios=(2, 3)), str(tmp_path), runner=OnnxFakeRunner(), model_name="toy", timer=timer)
+    assert calls == [set(rounds)] and summary["settings"]["timing"] == {"interleaved": True, "rounds": 3}
+    rows = {r["id"]: r for r in summary["points"]}
+    assert rows["k2-ratio-svd-fp32"]["latency_ms"] == 4.0 and rows["k2-ratio-svd-fp32"]["latency_ms_alone"] == 5.0
+    assert rows["k2-ratio-svd-fp32"]["latency_ratio"] == 0.4
+    assert summary["front"] == ["k2-ratio-svd-fp32", "original-fp32"]
+    assert "called in turn" in (tmp_path / "sweep.md").read_text()
+    saved = json.loads((tmp_path / "points" / "k2-ratio-svd-fp32" / "point.json").read_text())
+    assert saved["latency_ms"] == 5.0  # the point's own record is not rewritten: a rerun re-times again
+
+
+def test_timing_rounds_zero_keeps_each_points_own_timing(tmp_path: Path) -> None:
+    def timer(paths):  # type: ignore[no-untyped-def]
+        raise AssertionError("must not time")
+
+    summary = sweep(BASE, Grid(ratios=(2,)), str(tmp_path), runner=OnnxFakeRunner(), model_name="toy", timer=timer,
+                    timing_rounds=0)
+    assert summary["settings"]["timing"]["why"] == "--timing-rounds 0"
+    assert {r["latency_ms"] for r in summary["points"]} == {5.0, 10.0}
+    assert "timed alone when it was measured (--timing-rounds 0)" in (tmp_path / "sweep.md").read_text()
+
+
 def test_nothing_measured_is_an_error_after_the_files_are_written(tmp_path: Path) -> None:
     with pytest.raises(SweepError, match="no point of the sweep was measured") as info:
         sweep(BASE, Grid(ratios=(2,)), str(tmp_path), runner=FakeRunner(fail={"k2-ratio-svd-fp32"}), model_name="toy")
@@ -42,6 +85,7 @@ def test_nothing_measured_is_an_error_after_the_files_are_written(tmp_path: Path
     (["--precisions", "fp99"], "--precisions"),
     (["--budget-minutes", "0"], "--budget-minutes"),
     (["--policies", "energy"], "--policies"),
+    (["--timing-rounds", "-1"], "--timing-rounds"),
 ])
 def test_bad_input_exits_2_naming_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                                            needle: str) -> None:
@@ -72,6 +116,8 @@ def test_digits_sweep_end_to_end_then_resume(tmp_path: Path, monkeypatch: pytest
     assert rows["original-fp32"]["score"] > 90 and rows["original-fp32"]["drop"] == 0
     assert rows["k3-ratio-svd-fp32"]["params"] < rows["k2-ratio-svd-fp32"]["params"] < rows["original-fp32"]["params"]
     assert all(p["latency_ms"] > 0 for p in summary["points"]) and summary["front"]
+    assert summary["settings"]["timing"] == {"interleaved": True, "rounds": 3}  # all points timed again in turn
+    assert all(p["latency_ms_alone"] > 0 for p in summary["points"]) and rows["original-fp32"]["latency_ratio"] == 1.0
     assert [r["max_drop"] for r in summary["recommendations"]] == [0.5, 1.0, 2.0]
     assert all(r["id"] in summary["front"] for r in summary["recommendations"])
     for pid in ("k2-ratio-svd-fp32", "k3-ratio-svd-fp32"):  # each compressed point is a complete run directory
