@@ -121,19 +121,33 @@ def package(cfg: RunConfig) -> dict[str, Any]:
 
 
 def sweep(base: dict[str, Any], grid: Any = None, out: str | os.PathLike[str] | None = None, *,
-          budget_minutes: float | None = 60.0, timing_rounds: int = 3) -> dict[str, Any]:
+          budget_minutes: float | None = 60.0, timing_rounds: int = 3, train_top: int = 0,
+          train: Any = None, train_data: str | None = None) -> dict[str, Any]:
     """Measure a grid of compression settings and write the Pareto front (``sweep.{json,md,png}`` in ``out``).
 
     ``base``: ``RunConfig.of`` keywords every point shares (``spec``, ``eval_data``, ``threads``, ...);
     ``grid``: a :class:`pela_export.sweep.grid.Grid` (None: ratios 2,3,4, the default method, fp32);
-    ``timing_rounds``: rounds of the final timing with every point called in turn (0: each point's own).
+    ``timing_rounds``: rounds of the final timing with every point called in turn (0: each point's own);
+    ``train_top``: PELA-train that many of the fastest front points that lose accuracy, with ``train`` (a
+    :class:`pela_export.train.TrainConfig`, None: its defaults) on ``train_data`` (None: the model's own).
     Returns sweep.json's content plus ``paths``; points already measured in ``out`` are reused.
     """
     from .sweep.command import sweep as _sweep
     from .sweep.grid import Grid
 
+    from .errors import OptionError
+    from .sweep.trained import TrainTop
+
+    top = None
+    if train_top:
+        from .train import TrainConfig
+
+        top = TrainTop(train_top, train if train is not None else TrainConfig(), train_data)
+    elif train is not None or train_data is not None:
+        raise OptionError("training options were given but no point is trained",
+                          fix="pass train_top=N (CLI: --train-top N) to train the N fastest front points")
     return _sweep(base, grid or Grid(), None if out is None else str(out), budget_minutes=budget_minutes,
-                  timing_rounds=timing_rounds)
+                  timing_rounds=timing_rounds, train=top)
 
 
 def sweep_from_args(ns: Any) -> dict[str, Any]:
@@ -141,9 +155,20 @@ def sweep_from_args(ns: Any) -> dict[str, Any]:
     from .sweep.command import base_from_namespace
     from .sweep.options import SweepOptions
 
+    from .cli.args import train_config
+    from .errors import OptionError
+    from .sweep.trained import TrainTop
+
     opts = SweepOptions.from_namespace(ns)
+    config = train_config(ns)
+    given = TrainTop(0, config, ns.train_data).flags()
+    if not opts.train_top and given:
+        raise OptionError(f"training flags {' '.join(given[::2])} were given but no point is trained",
+                          fix="add --train-top N to train the N fastest front points that lose accuracy, or drop "
+                              "the training flags")
     return sweep(base_from_namespace(ns), opts.grid(), ns.out, budget_minutes=opts.budget_minutes,
-                 timing_rounds=opts.timing_rounds)
+                 timing_rounds=opts.timing_rounds, train_top=opts.train_top,
+                 train=config if opts.train_top else None, train_data=ns.train_data if opts.train_top else None)
 
 
 def verify_bundle(path: str | os.PathLike[str]) -> list[Problem]:

@@ -86,9 +86,13 @@ def add_structure_args(g: argparse._ArgumentGroup) -> None:
                    help="allow FFT/DFT ops in the exported graph (TensorRT <= 10 cannot parse them; default: refused)")
 
 
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("PELA training (frozen original teaches the factorized student)")
-    g.add_argument("--train", action="store_true", help="train the compressed model after factorizing")
+def add_train_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    """The training flags; ``sweep``: for ``pela-export sweep --train-top`` (no --train/--resume/--checkpoint-dir:
+    the sweep decides which points train, each into its own directory)."""
+    g = p.add_argument_group("PELA training (frozen original teaches the factorized student)"
+                             + (": of the --train-top points" if sweep else ""))
+    if not sweep:
+        g.add_argument("--train", action="store_true", help="train the compressed model after factorizing")
     g.add_argument("--train-data", help=_data_help("train", "training data"))
     g.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     g.add_argument("--batch-size", type=int, default=64, help="global training batch size, split evenly across torchrun processes (default 64)")
@@ -108,6 +112,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "own trainable parameters, an adapter's base stays frozen) or the whole student")
     g.add_argument("--distill-blocks", help="comma-separated globs of the blocks to distil (default: found automatically)")
     g.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    if sweep:
+        return
     g.add_argument("--checkpoint-dir", metavar="DIR",
                    help="where a checkpoint is written after every epoch and --resume reads it (default <out>/train)")
     g.add_argument("--resume", action="store_true",
@@ -207,14 +213,19 @@ def _trt_config(ns: argparse.Namespace) -> Any:
 def _train_config(ns: argparse.Namespace) -> Any:
     if not getattr(ns, "train", False):
         return None
+    return train_config(ns)
+
+
+def train_config(ns: argparse.Namespace) -> Any:
+    """The TrainConfig of the parsed training flags (``add_train_args``)."""
     from ..train import TrainConfig
 
     blocks = tuple(b for b in (ns.distill_blocks or "").split(",") if b) or None
     return TrainConfig(epochs=ns.epochs, batch_size=ns.batch_size, lr=ns.lr, weight_decay=ns.weight_decay,
                        warmup_epochs=ns.warmup_epochs, warmup_steps=ns.warmup_steps, grad_clip=ns.grad_clip,
                        alpha=ns.alpha, beta=ns.beta, lam=ns.lam, eps=ns.eps, temperature=ns.temperature,
-                       scope=ns.train_scope, distill_blocks=blocks, seed=ns.seed, resume=ns.resume,
-                       checkpoint_dir=ns.checkpoint_dir)
+                       scope=ns.train_scope, distill_blocks=blocks, seed=ns.seed,
+                       resume=getattr(ns, "resume", False), checkpoint_dir=getattr(ns, "checkpoint_dir", None))
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:

@@ -50,6 +50,7 @@ EXAMPLES = {
         pela-export sweep                                 # embedded digits ViT: k = 2,3,4 at fp32, front + recommendation
         pela-export sweep timm:deit_small_patch16_224 --ratios 2,3 --threads 2 --budget-minutes 30
         pela-export sweep --ratios 2,4 --policies ratio,sensitivity --precisions fp32,int8
+        pela-export sweep --train-top 1 --epochs 2        # + PELA-train the fastest front point that loses accuracy
         pela-export sweep --out pela-out/digits-vit-sweep         # again: measured points are reused (resume)
       writes OUT/points/<point>/ (a run directory + point.json per point), sweep.json, sweep.md, sweep.png
     """,

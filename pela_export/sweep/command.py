@@ -12,6 +12,7 @@ from ..errors import DependencyError, OptionError, PelaExportError
 from .grid import Grid, expand
 from .retime import DEFAULT_ROUNDS, Timer, apply, retime
 from .run import PointRunner, run_points
+from .trained import TrainTop, pick
 
 SWEEP_JSON, SWEEP_MD, SWEEP_PNG = "sweep.json", "sweep.md", "sweep.png"
 #: Options that change no measurement, left out of the fingerprint a saved point is matched by.
@@ -39,12 +40,13 @@ def base_from_namespace(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def sweep(base: dict[str, Any], grid: Grid, out: str | None = None, *, budget_minutes: float | None = None,
-          timing_rounds: int = DEFAULT_ROUNDS, runner: PointRunner | None = None, model_name: str | None = None,
-          timer: Timer | None = None) -> dict[str, Any]:
+          timing_rounds: int = DEFAULT_ROUNDS, train: TrainTop | None = None, runner: PointRunner | None = None,
+          model_name: str | None = None, timer: Timer | None = None) -> dict[str, Any]:
     """Run the sweep; returns sweep.json's content plus ``paths`` (json, md, png or None).
 
     ``base``: ``RunConfig.of`` keywords shared by every point. ``timing_rounds``: rounds of the final timing
-    with every point called in turn (0: keep each point's own timing). ``runner``/``model_name``/``timer``
+    with every point called in turn (0: keep each point's own timing). ``train``: PELA-train the fastest
+    front points that lose accuracy as new points (:mod:`.trained`). ``runner``/``model_name``/``timer``
     replace the pipeline and ONNX Runtime (tests; an injected runner without a timer is not re-timed).
     Raises :class:`SweepError` (after writing the files) when no point was measured.
     """
@@ -60,8 +62,10 @@ def sweep(base: dict[str, Any], grid: Grid, out: str | None = None, *, budget_mi
     plan = expand(grid, base.get("calib_data"))
     for point in plan.points:  # every point's options checked before anything runs
         RunConfig.of(**base, **point.compress_kwargs(), precisions=(point.precision,), batch_sizes=(1,))
+    if train is not None:
+        check_train(train, base, plan.points)
     if runner is None:
-        pipeline = PipelineRunner(dict(base))
+        pipeline = PipelineRunner(dict(base), train=train)
         if model_name is None:
             from ..models.sources import resolve_model
 
@@ -81,6 +85,16 @@ def sweep(base: dict[str, Any], grid: Grid, out: str | None = None, *, budget_mi
     t0 = time.monotonic()
     result = run_points(plan.points, root, runner, fingerprint=fingerprint,
                         budget_s=None if budget_minutes is None else 60.0 * budget_minutes, log=log)
+    if train is not None and train.top > 0 and result.records:
+        chosen, why = pick(table_rows(result.records), {p.id: p for p in plan.points}, train.top)
+        plan.choices.append(why)
+        plan.points += chosen
+        left = None if budget_minutes is None else max(0.0, 60.0 * budget_minutes - (time.monotonic() - t0))
+        more = run_points(chosen, root, runner, fingerprint=fingerprint | train.fingerprint(), budget_s=left, log=log,
+                          extra_flags=train.flags())
+        result.records.update(more.records)
+        for name in ("measured", "reused", "failed", "not_run", "stale"):
+            getattr(result, name).extend(getattr(more, name))
     timing: dict[str, Any] = {"interleaved": False, "rounds": timing_rounds}
     records = result.records
     if timing_rounds and records:
@@ -125,6 +139,18 @@ def sweep(base: dict[str, Any], grid: Grid, out: str | None = None, *, budget_mi
                          fix="fix the first reason above (or raise --budget-minutes) and run the same command "
                              "again: measured points are reused", where=paths["md"])
     return summary | {"paths": paths}
+
+
+def check_train(train: TrainTop, base: dict[str, Any], points: list[Any]) -> None:
+    """``--train-top``'s count and training options, checked before any point runs."""
+    from ..pipeline.config import RunConfig
+
+    if isinstance(train.top, bool) or not isinstance(train.top, int) or train.top < 0:
+        raise OptionError(f"--train-top must be an integer >= 0, got {train.top!r}",
+                          fix="pass --train-top 2 to train the two fastest front points (0: train none)")
+    first = next(p for p in points if p.model != "original")
+    RunConfig.of(**base, **first.compress_kwargs(), precisions=(first.precision,), batch_sizes=(1,),
+                 train=train.config, train_data=train.data)
 
 
 def print_summary(summary: dict[str, Any]) -> None:

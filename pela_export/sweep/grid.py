@@ -39,6 +39,7 @@ class SweepPoint:
     policy: str | None = None
     method: str | None = None
     options: tuple[tuple[str, float], ...] = ()
+    trained: bool = False  # PELA-trained after factorizing (``--train-top``)
 
     @property
     def id(self) -> str:
@@ -46,7 +47,7 @@ class SweepPoint:
         if self.model == ORIGINAL:
             return f"{ORIGINAL}-{self.precision}"
         opts = "-".join(f"{AXIS_PREFIX.get(k, k)}{v:g}" for k, v in self.options)
-        return f"{opts}-{self.policy}-{self.method}-{self.precision}"
+        return f"{opts}-{self.policy}-{self.method}-{self.precision}" + ("-trained" if self.trained else "")
 
     @property
     def ratio(self) -> float | None:
@@ -68,18 +69,21 @@ class SweepPoint:
             out += [flag_of(CompressOptions, key), f"{value:g}"]
         if self.model != ORIGINAL:
             out += ["--rank-policy", str(self.policy), "--method", str(self.method)]
-        return out + ["--precision", self.precision]
+        return out + ["--precision", self.precision] + (["--train"] if self.trained else [])
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["options"] = dict(self.options)
         d["id"] = self.id
+        if not self.trained:  # point.json files written before --train-top stay reusable
+            d.pop("trained")
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepPoint:
         return cls(model=d["model"], precision=d["precision"], policy=d.get("policy"), method=d.get("method"),
-                   options=tuple((str(k), float(v)) for k, v in (d.get("options") or {}).items()))
+                   options=tuple((str(k), float(v)) for k, v in (d.get("options") or {}).items()),
+                   trained=bool(d.get("trained", False)))
 
 
 @dataclass(frozen=True)

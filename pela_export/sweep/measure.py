@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ArtifactError
 from .grid import COMPRESSED, ORIGINAL, SweepPoint
 from .retime import Timer, ort_timer
+from .trained import TrainTop
 from .run import POINT_FILE, PointDeferred
 
 if TYPE_CHECKING:
@@ -51,12 +52,15 @@ class PipelineRunner:
     base: dict[str, Any]
     loaded: LoadedModel | None = None
     notes: list[str] = field(default_factory=list)
+    train: TrainTop | None = None  # the training of ``trained`` points (``--train-top``)
 
     def config(self, point: SweepPoint, out: Path) -> Any:
         from ..pipeline.config import RunConfig
 
         precisions = (point.precision,)
-        return RunConfig.of(**self.base, **point.compress_kwargs(), precisions=precisions,
+        trained = {} if not point.trained or self.train is None else \
+            {"train": self.train.config, "train_data": self.train.data}
+        return RunConfig.of(**self.base, **point.compress_kwargs(), **trained, precisions=precisions,
                             batch_sizes=(LATENCY_BATCH,), out=str(out))
 
     def context(self, point: SweepPoint, out: Path) -> Context:

@@ -43,6 +43,9 @@ class SweepOptions(OptionGroup):
                                 help="after the points are measured, time them all again in N rounds with every "
                                      "point called in turn, so the front compares timings of the same moment "
                                      "(default 3; 0 keeps each point's own timing)")
+    train_top: int = option(0, flag="--train-top", type=int, metavar="N",
+                            help="PELA-train the N fastest compressed front points that lose accuracy, as new "
+                                 "points (with the training flags below; default 0: none)")
     calib_data: str | None = option(None, flag="--calib-data",
                                     help="calibration data for data-aware methods, sensitivity ranks and INT8 "
                                          "(default: the model's dataset, else random)")
@@ -62,6 +65,8 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     """The sweep group, and the benchmark flags each point is measured with (batch 1 only: no --batch-sizes)."""
     from ..pipeline.groups import BenchOptions
 
+    from ..cli.args import add_train_args
+
     SweepOptions.add_arguments(p)
     for action in p._actions:
         if action.dest == "out":
@@ -72,3 +77,4 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                    help="accuracy dataset, any `pela-export bench --data` spelling (default: the model's own; "
                         "without labels the score is agreement/cosine with the original)")
     g.add_argument("--eval-samples", type=int, default=2000, help="test samples for the score (0 = all; default 2000)")
+    add_train_args(p, sweep=True)

@@ -72,11 +72,12 @@ def load_point(path: Path, point: SweepPoint, fingerprint: Mapping[str, Any]) ->
 
 def run_points(points: Sequence[SweepPoint], out: Path, runner: PointRunner, *, fingerprint: Mapping[str, Any],
                budget_s: float | None = None, clock: Callable[[], float] = time.monotonic,
-               log: Callable[[str], None] = lambda _msg: None) -> SweepRun:
+               log: Callable[[str], None] = lambda _msg: None, extra_flags: Sequence[str] = ()) -> SweepRun:
     """Reuse or run every point in order; stop starting new ones once ``budget_s`` has passed.
 
     Reused points cost nothing and are taken even after the budget is spent. A runner raising
-    :class:`PointDeferred` is retried after the next point that has not been deferred.
+    :class:`PointDeferred` is retried after the next point that has not been deferred. ``extra_flags``
+    follow each point's own in the flags that reproduce it (the training flags of ``--train-top`` points).
     """
     result = SweepRun()
     start = clock()
@@ -115,7 +116,7 @@ def run_points(points: Sequence[SweepPoint], out: Path, runner: PointRunner, *, 
             log(f"sweep: {point.id} failed: {exc}")
             continue
         record = {"schema": POINT_SCHEMA, "point": plain(point.to_dict()), "fingerprint": plain(fingerprint),
-                  "flags": point.flags(), **plain(measured)}
+                  "flags": point.flags() + list(extra_flags), **plain(measured)}
         write_json_atomic(pdir / POINT_FILE, record)
         result.records[point.id] = record
         result.measured.append(point.id)

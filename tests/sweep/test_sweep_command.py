@@ -71,6 +71,37 @@ def test_timing_rounds_zero_keeps_each_points_own_timing(tmp_path: Path) -> None
     assert "timed alone when it was measured (--timing-rounds 0)" in (tmp_path / "sweep.md").read_text()
 
 
+class TrainingFakeRunner(FakeRunner):
+    """Training gives back 80% of the points a compressed point lost."""
+
+    def __call__(self, point, out, done):  # type: ignore[no-untyped-def]
+        record = super().__call__(point, out, done)
+        if point.trained:
+            record["score"] = 99.0 - 0.2 * ((point.ratio or 1.0) - 1)
+        return record
+
+
+def test_train_top_trains_the_fastest_lossy_front_points_as_new_points(tmp_path: Path) -> None:
+    from pela_export.sweep.trained import TrainTop
+    from pela_export.train import TrainConfig
+
+    runner = TrainingFakeRunner()
+    top = TrainTop(1, TrainConfig(epochs=2), "digits")
+    summary = sweep(BASE, Grid(ratios=(2, 3)), str(tmp_path), runner=runner, model_name="toy", train=top)
+    assert runner.calls[-1] == "k3-ratio-svd-fp32-trained" and len(runner.calls) == 4
+    rows = {r["id"]: r for r in summary["points"]}
+    assert rows["k3-ratio-svd-fp32-trained"]["score"] > rows["k3-ratio-svd-fp32"]["score"]
+    assert rows["k3-ratio-svd-fp32-trained"]["flags"][-5:] == ["--train", "--train-data", "digits", "--epochs", "2"]
+    assert any("--train-top 1: trained" in c for c in summary["automatic_choices"])
+    again = TrainingFakeRunner()  # same settings: everything reused
+    sweep(BASE, Grid(ratios=(2, 3)), str(tmp_path), runner=again, model_name="toy", train=top)
+    assert again.calls == []
+    other = TrainingFakeRunner()  # other training settings: only the trained point runs again
+    sweep(BASE, Grid(ratios=(2, 3)), str(tmp_path), runner=other, model_name="toy",
+          train=TrainTop(1, TrainConfig(epochs=3), "digits"))
+    assert other.calls == ["k3-ratio-svd-fp32-trained"]
+
+
 def test_nothing_measured_is_an_error_after_the_files_are_written(tmp_path: Path) -> None:
     with pytest.raises(SweepError, match="no point of the sweep was measured") as info:
         sweep(BASE, Grid(ratios=(2,)), str(tmp_path), runner=FakeRunner(fail={"k2-ratio-svd-fp32"}), model_name="toy")
@@ -86,6 +117,9 @@ def test_nothing_measured_is_an_error_after_the_files_are_written(tmp_path: Path
     (["--budget-minutes", "0"], "--budget-minutes"),
     (["--policies", "energy"], "--policies"),
     (["--timing-rounds", "-1"], "--timing-rounds"),
+    (["--train-top", "-1"], "--train-top"),
+    (["--train-top", "1", "--epochs", "0"], "--epochs"),
+    (["--epochs", "2"], "--train-top"),
 ])
 def test_bad_input_exits_2_naming_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                                            needle: str) -> None:
