@@ -53,7 +53,7 @@ def sweep(base: dict[str, Any], grid: Grid, out: str | None = None, *, budget_mi
     from ..pipeline.config import RunConfig, default_out_dir
     from ..pipeline.context import log
     from .measure import PipelineRunner
-    from .report import baseline_of, latency_policy_options, markdown, summarize, table_rows
+    from .report import latency_policy_options, markdown, summarize, table_rows
     from .run import plain
 
     if isinstance(timing_rounds, bool) or not isinstance(timing_rounds, int) or timing_rounds < 0:
@@ -85,33 +85,22 @@ def sweep(base: dict[str, Any], grid: Grid, out: str | None = None, *, budget_mi
     t0 = time.monotonic()
     result = run_points(plan.points, root, runner, fingerprint=fingerprint,
                         budget_s=None if budget_minutes is None else 60.0 * budget_minutes, log=log)
+    if timing_rounds and result.records and timer is None and isinstance(runner, PipelineRunner):
+        first_id = next(iter(result.records))
+        first_point = next(p for p in plan.points if p.id == first_id)
+        timer = runner.timer(first_point, root / "points" / first_id, timing_rounds)
     if train is not None and train.top > 0 and result.records:
-        chosen, why = pick(table_rows(result.records), {p.id: p for p in plan.points}, train.top)
+        timed, _ = _timed(result.records, timer, timing_rounds)  # the pick compares timings of one moment too
+        chosen, why = pick(table_rows(timed), {p.id: p for p in plan.points}, train.top)
         plan.choices.append(why)
         plan.points += chosen
         left = None if budget_minutes is None else max(0.0, 60.0 * budget_minutes - (time.monotonic() - t0))
         more = run_points(chosen, root, runner, fingerprint=fingerprint | train.fingerprint(), budget_s=left, log=log,
                           extra_flags=train.flags())
         result.records.update(more.records)
-        for name in ("measured", "reused", "failed", "not_run", "stale"):
-            getattr(result, name).extend(getattr(more, name))
-    timing: dict[str, Any] = {"interleaved": False, "rounds": timing_rounds}
-    records = result.records
-    if timing_rounds and records:
-        if timer is None and isinstance(runner, PipelineRunner):
-            first_id = next(iter(records))
-            first_point = next(p for p in plan.points if p.id == first_id)
-            timer = runner.timer(first_point, root / "points" / first_id, timing_rounds)
-        base_row = baseline_of(table_rows(records))
-        if timer is not None:
-            log(f"sweep: timing the {len(records)} measured points again, all called in turn ({timing_rounds} rounds)")
-            timings = retime(records, None if base_row is None else base_row["id"], timer)
-            timing["interleaved"] = bool(timings)
-            if not timings:
-                timing["why"] = "no original, or nothing to time with it, among the points with an ONNX file"
-            records = apply(records, timings)
-    elif not timing_rounds:
-        timing["why"] = "--timing-rounds 0"
+        for field in ("measured", "reused", "failed", "not_run", "stale"):
+            getattr(result, field).extend(getattr(more, field))
+    records, timing = _timed(result.records, timer, timing_rounds)
     first = next(iter(records.values()), {})
     settings = {"spec": base.get("spec"),  # as given: the recommendation's `pela-export run SPEC ...` reproduces it
                 "threads": (first.get("latency") or {}).get("threads", base.get("threads")), "runs": base.get("runs"),
@@ -139,6 +128,25 @@ def sweep(base: dict[str, Any], grid: Grid, out: str | None = None, *, budget_mi
                          fix="fix the first reason above (or raise --budget-minutes) and run the same command "
                              "again: measured points are reused", where=paths["md"])
     return summary | {"paths": paths}
+
+
+def _timed(records: dict[str, dict[str, Any]], timer: Timer | None,
+           rounds: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The records with the interleaved timing applied (:mod:`.retime`), and how they were timed."""
+    from ..pipeline.context import log
+    from .report import baseline_of, table_rows
+
+    timing: dict[str, Any] = {"interleaved": False, "rounds": rounds}
+    if not rounds:
+        return dict(records), timing | {"why": "--timing-rounds 0"}
+    if timer is None or not records:
+        return dict(records), timing
+    base_row = baseline_of(table_rows(records))
+    log(f"sweep: timing the {len(records)} measured points again, all called in turn ({rounds} rounds)")
+    timings = retime(records, None if base_row is None else base_row["id"], timer)
+    if not timings:
+        timing["why"] = "no original, or nothing to time with it, among the points with an ONNX file"
+    return apply(records, timings), timing | {"interleaved": bool(timings)}
 
 
 def check_train(train: TrainTop, base: dict[str, Any], points: list[Any]) -> None:

@@ -92,7 +92,7 @@ def test_train_top_trains_the_fastest_lossy_front_points_as_new_points(tmp_path:
     rows = {r["id"]: r for r in summary["points"]}
     assert rows["k3-ratio-svd-fp32-trained"]["score"] > rows["k3-ratio-svd-fp32"]["score"]
     assert rows["k3-ratio-svd-fp32-trained"]["flags"][-5:] == ["--train", "--train-data", "digits", "--epochs", "2"]
-    assert any("--train-top 1: trained" in c for c in summary["automatic_choices"])
+    assert any("--train-top 1: trained" in c for c in summary["automatic_choices"]) and summary["model"] == "toy"
     again = TrainingFakeRunner()  # same settings: everything reused
     sweep(BASE, Grid(ratios=(2, 3)), str(tmp_path), runner=again, model_name="toy", train=top)
     assert again.calls == []
@@ -100,6 +100,33 @@ def test_train_top_trains_the_fastest_lossy_front_points_as_new_points(tmp_path:
     sweep(BASE, Grid(ratios=(2, 3)), str(tmp_path), runner=other, model_name="toy",
           train=TrainTop(1, TrainConfig(epochs=3), "digits"))
     assert other.calls == ["k3-ratio-svd-fp32-trained"]
+
+
+def test_train_top_picks_by_the_interleaved_timing(tmp_path: Path) -> None:
+    """Timed alone k = 3 looks fastest; timed in turn k = 2 is, and k = 3 leaves the front: k = 2 is trained."""
+    from pela_export.sweep.trained import TrainTop
+    from pela_export.train import TrainConfig
+
+    class Runner(TrainingFakeRunner):
+        def __call__(self, point, out, done):  # type: ignore[no-untyped-def]
+            record = super().__call__(point, out, done)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "model.onnx").write_bytes(b"onnx")
+            return record | {"onnx": str(out / "model.onnx")}
+
+    p50 = {"original-fp32": 10.0, "k2-ratio-svd-fp32": 4.0, "k3-ratio-svd-fp32": 9.0}
+    timed: list[set[str]] = []
+
+    def timer(paths):  # type: ignore[no-untyped-def]
+        timed.append(set(paths))
+        return {pid: [p50.get(pid, 4.0)] * 3 for pid in paths}
+
+    runner = Runner()
+    summary = sweep(BASE, Grid(ratios=(2, 3)), str(tmp_path), runner=runner, model_name="toy", timer=timer,
+                    train=TrainTop(1, TrainConfig(epochs=1)))
+    assert runner.calls[-1] == "k2-ratio-svd-fp32-trained"
+    assert timed == [set(p50), set(p50) | {"k2-ratio-svd-fp32-trained"}]  # before the pick, then all at the end
+    assert "k2-ratio-svd-fp32-trained" in summary["front"]
 
 
 def test_nothing_measured_is_an_error_after_the_files_are_written(tmp_path: Path) -> None:
