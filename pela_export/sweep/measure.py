@@ -10,6 +10,8 @@ point of the same precision already wrote (its export is identical in every poin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,10 +92,13 @@ class PipelineRunner:
         from ..precision.spec import precision_spec, variant_name
 
         ctx = self.context(point, out)
-        _share_latency_table(out, into_point=True)
-        with contextlib.redirect_stdout(sys.stderr):  # the rank table goes to ranks.md; stdout keeps the summary
-            compress_stage(ctx)
-        _share_latency_table(out, into_point=False)
+        if point.trained:
+            train_saved(ctx, out.parent / dataclasses.replace(point, trained=False).id)
+        else:
+            _share_latency_table(out, into_point=True)
+            with contextlib.redirect_stdout(sys.stderr):  # the rank table goes to ranks.md; stdout keeps the summary
+                compress_stage(ctx)
+            _share_latency_table(out, into_point=False)
         export_stage(ctx)
         exported = ctx.load_record(ExportRecord, needed_by="sweep")
         onnx = Path(exported.final_onnx[COMPRESSED])
@@ -122,6 +127,41 @@ class PipelineRunner:
         record = measure(ctx, ctx.original(), onnx, ref, point.precision)
         record["measured_from"] = donors[0]
         return record
+
+
+def train_saved(ctx: Context, parent: Path) -> None:
+    """A ``--train-top`` point: the untrained point's own compression (ranks, factors) PELA-trained, not a new
+    compression - a latency-policy point compressed again could pick other ranks from other timings."""
+    import shutil
+
+    import torch
+
+    from .._io import atomic_path, write_json_atomic
+    from ..lowrank import read_spec
+    from ..pipeline.records import CompressRecord
+    from ..pipeline.train import train_stage
+
+    arts = ctx.artifacts
+    for own in (arts.compressed_ckpt, arts.lowrank_spec, arts.rank_table):
+        src = parent / own.name
+        if not src.is_file():
+            raise ArtifactError(f"{src} (the compression of the point being trained) is missing",
+                                fix=f"delete {parent / POINT_FILE} so the sweep measures that point again")
+        with atomic_path(own) as tmp:
+            shutil.copyfile(src, tmp)
+    record = json.loads((parent / "stages" / "compress.json").read_text(encoding="utf-8"))
+    model = ctx.compressed()
+    training = train_stage(ctx, model)
+    with atomic_path(arts.compressed_ckpt) as tmp:
+        torch.save(model.state_dict(), tmp)
+    spec = read_spec(arts.lowrank_spec)
+    write_json_atomic(arts.lowrank_spec, spec | {"source": spec.get("source", {}) | {"trained": True}})
+    ctx.set_compressed(model)
+    ctx.note(f"--train-top: the compression of {parent.name} (copied from {parent}), PELA-trained")
+    ctx.save_record(CompressRecord(compression=record["compression"], params=record.get("params") or {},
+                                   calibration=record.get("calibration"), training=training,
+                                   artifacts={"checkpoint": str(arts.compressed_ckpt), "spec": str(arts.lowrank_spec),
+                                              "rank_table": str(arts.rank_table)}))
 
 
 def _share_latency_table(point_dir: Path, *, into_point: bool) -> None:

@@ -186,3 +186,27 @@ def test_digits_sweep_end_to_end_then_resume(tmp_path: Path, monkeypatch: pytest
     assert "front (top-1 accuracy (%) vs latency p50)" in capsys.readouterr().out
     assert main(args) == 0  # resume: every point.json reused
     assert json.loads((out / "sweep.json").read_text())["reused"] == ids
+
+
+@pytest.mark.slow
+def test_train_top_trains_the_points_own_compression(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     default_cache: Path) -> None:
+    """The trained point is its untrained point's factors (same ranks) after PELA training, not a new compression."""
+    monkeypatch.setenv("PELA_EXPORT_CACHE", str(default_cache))
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--ratios", "4", "--out", str(out), "--eval-samples", "200", "--threads", "1",
+                 "--warmup", "1", "--timing-rounds", "1", "--train-top", "1", "--epochs", "1", "--no-progress"]) == 0
+    summary = json.loads((out / "sweep.json").read_text())
+    rows = {p["id"]: p for p in summary["points"]}
+    parent, child = out / "points" / "k4-ratio-svd-fp32", out / "points" / "k4-ratio-svd-fp32-trained"
+    if rows["k4-ratio-svd-fp32"]["drop"] <= 0:
+        pytest.skip("k = 4 lost nothing on this run, so nothing was trained")
+    assert rows["k4-ratio-svd-fp32-trained"]["params"] == rows["k4-ratio-svd-fp32"]["params"]
+    ranks = [[(layer["name"], layer["rank"]) for layer in json.loads((d / "lowrank.json").read_text())["layers"]]
+             for d in (parent, child)]
+    assert ranks[0] == ranks[1]
+    assert json.loads((child / "lowrank.json").read_text())["source"]["trained"] is True
+    assert (child / "compressed.pt").read_bytes() != (parent / "compressed.pt").read_bytes()
+    training = json.loads((child / "stages" / "compress.json").read_text())["training"]
+    assert training["config"]["epochs"] == 1
+    assert rows["k4-ratio-svd-fp32-trained"]["flags"][-3:] == ["--train", "--epochs", "1"]
