@@ -25,6 +25,7 @@ from pela_export.export.runtime import ort_run, ort_session
 from pela_export.models.io import SEQUENCE, io_from_dict
 from pela_export.pipeline.config import RunConfig
 from pela_export.precision.check import compare_precision
+from pela_export.precision.spec import precision_spec
 from pela_export.tolerance import Tolerance
 
 pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
@@ -33,8 +34,6 @@ import tiny_hf_text as tiny  # noqa: E402  (tests/fixtures)
 #: Short settings: 32 calibration samples, latency at batch 1, throughput at batch 4.
 FAST = {"calib_samples": 32, "batch_sizes": (1, 4), "runs": 30, "warmup": 1, "progress": False}
 TO_REPORT = ("build", "package")
-#: (atol as a fraction of max|FP32 output|, rtol): the bundle's golden tolerance per precision.
-TOLERANCE = {"fp16": (1e-2, 1e-2), "int8": (5e-2, 5e-2)}
 INPUTS = {"bert": ["input_ids", "attention_mask", "token_type_ids"], "distil": ["input_ids", "attention_mask"],
           "encoder": ["input_ids", "attention_mask", "token_type_ids"]}
 
@@ -103,7 +102,7 @@ def test_report_records_io_and_the_stated_bench_shapes(text_run: tuple[str, Path
         assert set(bench["latency"]["onnxruntime"]) == set(bench["latency"]["torch_eager"]) == {"1", "4"}
         assert bench["flops"]["batch"] == 1 and bench["flops"]["flops"] > 0
     assert report["benchmarks"]["compressed"]["flops"]["flops"] < report["benchmarks"]["original"]["flops"]["flops"]
-    precision_latency = report["precision"]["variants"]["compressed.int8"]["latency"]
+    precision_latency = report["precision"]["variants"]["compressed.int8fp16"]["latency"]
     assert set(precision_latency) == {"1", "4"} and precision_latency["4"]["batch"] == 4
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "Measured at: latency batch 1 × sequence 64, throughput batch 4 × sequence 64" in md
@@ -114,8 +113,8 @@ def test_report_records_io_and_the_stated_bench_shapes(text_run: tuple[str, Path
 def test_every_graph_takes_exactly_the_models_int64_inputs(text_run: tuple[str, Path]) -> None:
     name, out = text_run
     graphs = _graphs(out)
-    assert set(graphs) == {"original", "compressed", "original.fp16", "original.int8", "compressed.fp16",
-                           "compressed.int8"}
+    assert set(graphs) == {"original", "compressed", "original.fp16", "original.int8fp16", "compressed.fp16",
+                           "compressed.int8fp16"}  # the default --precision fp16,int8fp16
     for label, path in graphs.items():
         inputs, _ = _signature(path)
         assert list(inputs) == INPUTS[name], label
@@ -134,7 +133,7 @@ def test_precision_variants_match_fp32_within_their_tolerance(text_run: tuple[st
         fp32 = Path(record["fp32"][v["model"]])
         sess = ort_session(fp32)
         scale = max(float(np.abs(a).max()) for f in feeds for a in ort_run(sess, f).values())
-        frac, rtol = TOLERANCE[v["precision"]]
+        frac, rtol = precision_spec(v["precision"]).golden_tolerance  # the bundle's check: fraction of max|FP32|
         cmp = compare_precision(fp32, v["onnx"], feeds, Tolerance(atol=frac * scale, rtol=rtol))
         assert cmp.ok, (label, cmp.failures())
         assert v["accuracy"]["output"] == spec.output_names[0]
