@@ -28,14 +28,18 @@ def test_sweep_writes_json_markdown_and_chart_and_resumes(tmp_path: Path) -> Non
     assert again.calls == []
 
 
+def _with_onnx(record: dict, out: Path) -> dict:  # type: ignore[type-arg]
+    """A point record with an ONNX file for the final timing to open (the fake timer never reads it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.onnx").write_bytes(b"onnx")
+    return record | {"onnx": str(out / "model.onnx")}
+
+
 class OnnxFakeRunner(FakeRunner):
-    """The fake runner, with an ONNX file per point for the final timing to open."""
+    """The fake runner, with an ONNX file per point."""
 
     def __call__(self, point, out, done):  # type: ignore[no-untyped-def]
-        record = super().__call__(point, out, done)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "model.onnx").write_bytes(b"onnx")
-        return record | {"onnx": str(out / "model.onnx")}
+        return _with_onnx(super().__call__(point, out, done), out)
 
 
 def test_final_interleaved_timing_replaces_each_points_own(tmp_path: Path) -> None:
@@ -109,10 +113,7 @@ def test_train_top_picks_by_the_interleaved_timing(tmp_path: Path) -> None:
 
     class Runner(TrainingFakeRunner):
         def __call__(self, point, out, done):  # type: ignore[no-untyped-def]
-            record = super().__call__(point, out, done)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "model.onnx").write_bytes(b"onnx")
-            return record | {"onnx": str(out / "model.onnx")}
+            return _with_onnx(super().__call__(point, out, done), out)
 
     p50 = {"original-fp32": 10.0, "k2-ratio-svd-fp32": 4.0, "k3-ratio-svd-fp32": 9.0}
     timed: list[set[str]] = []
