@@ -9,7 +9,7 @@ from typing import Any
 
 from .._io import ensure_writable_dir, write_json_atomic, write_text_atomic
 from ..errors import DependencyError, OptionError, PelaExportError
-from .grid import Grid, expand
+from .grid import ORIGINAL, Grid, expand
 from .retime import DEFAULT_ROUNDS, Timer, apply, retime
 from .run import PointRunner, run_points
 from .trained import TrainTop, pick
@@ -156,7 +156,7 @@ def check_train(train: TrainTop, base: dict[str, Any], points: list[Any]) -> Non
     if isinstance(train.top, bool) or not isinstance(train.top, int) or train.top < 0:
         raise OptionError(f"--train-top must be an integer >= 0, got {train.top!r}",
                           fix="pass --train-top 2 to train the two fastest front points (0: train none)")
-    first = next(p for p in points if p.model != "original")
+    first = next(p for p in points if p.model != ORIGINAL)
     RunConfig.of(**base, **first.compress_kwargs(), precisions=(first.precision,), batch_sizes=(1,),
                  train=train.config, train_data=train.data)
 

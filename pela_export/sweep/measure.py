@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -138,7 +137,8 @@ def train_saved(ctx: Context, parent: Path) -> None:
 
     from .._io import atomic_path, write_json_atomic
     from ..lowrank import read_spec
-    from ..pipeline.records import CompressRecord
+    from ..pipeline.config import Artifacts
+    from ..pipeline.records import CompressRecord, load_record
     from ..pipeline.train import train_stage
 
     arts = ctx.artifacts
@@ -149,7 +149,7 @@ def train_saved(ctx: Context, parent: Path) -> None:
                                 fix=f"delete {parent / POINT_FILE} so the sweep measures that point again")
         with atomic_path(own) as tmp:
             shutil.copyfile(src, tmp)
-    record = json.loads((parent / "stages" / "compress.json").read_text(encoding="utf-8"))
+    record = load_record(Artifacts(parent), CompressRecord, needed_by="--train-top")
     model = ctx.compressed()
     training = train_stage(ctx, model)
     with atomic_path(arts.compressed_ckpt) as tmp:
@@ -158,8 +158,8 @@ def train_saved(ctx: Context, parent: Path) -> None:
     write_json_atomic(arts.lowrank_spec, spec | {"source": spec.get("source", {}) | {"trained": True}})
     ctx.set_compressed(model)
     ctx.note(f"--train-top: the compression of {parent.name} (copied from {parent}), PELA-trained")
-    ctx.save_record(CompressRecord(compression=record["compression"], params=record.get("params") or {},
-                                   calibration=record.get("calibration"), training=training,
+    ctx.save_record(CompressRecord(compression=record.compression, params=record.params,
+                                   calibration=record.calibration, training=training,
                                    artifacts={"checkpoint": str(arts.compressed_ckpt), "spec": str(arts.lowrank_spec),
                                               "rank_table": str(arts.rank_table)}))
 
