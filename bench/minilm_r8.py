@@ -55,7 +55,8 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minilm_r8_parts import (  # noqa: E402
-    log, PackedEncoder, ProbeModel, OnnxEncoder, Docs, tokenize, embed, Cache, make_scorer, params_of, factor_weights, pela_train, onnx_latency, spearman,
+    Cache, Docs, OnnxEncoder, PackedEncoder, ProbeModel, embed, factor_weights, log, make_scorer, onnx_latency,
+    params_of, pela_train, spearman, tokenize,
 )
 from minilm_r8_report import DATA_AWARE, METHODS, build_result, cpu_model, fmt, markdown  # noqa: E402
 from text_wheels import DEFAULT_CACHE, WheelError, minilm_dir, reuters_r8  # noqa: E402
