@@ -131,8 +131,6 @@ class PipelineRunner:
 def train_saved(ctx: Context, parent: Path) -> None:
     """A ``--train-top`` point: the untrained point's own compression (ranks, factors) PELA-trained, not a new
     compression - a latency-policy point compressed again could pick other ranks from other timings."""
-    import shutil
-
     import torch
 
     from .._io import atomic_path, write_json_atomic
@@ -147,8 +145,7 @@ def train_saved(ctx: Context, parent: Path) -> None:
         if not src.is_file():
             raise ArtifactError(f"{src} (the compression of the point being trained) is missing",
                                 fix=f"delete {parent / POINT_FILE} so the sweep measures that point again")
-        with atomic_path(own) as tmp:
-            shutil.copyfile(src, tmp)
+        _copy_atomic(src, own)
     record = load_record(Artifacts(parent), CompressRecord, needed_by="--train-top")
     model = ctx.compressed()
     training = train_stage(ctx, model)
@@ -168,17 +165,22 @@ def _share_latency_table(point_dir: Path, *, into_point: bool) -> None:
     """One per-layer latency table for the whole sweep (``OUT/latency_table.json``): copied into a point
     before it compresses, where the latency policy reuses the entries still valid for this machine and
     threads (it re-measures the others), and back after, so later points measure nothing twice."""
-    import shutil
-
     from ..pipeline.latency import TABLE_FILE
 
     shared, own = point_dir.parent.parent / TABLE_FILE, point_dir / TABLE_FILE
     src, dst = (shared, own) if into_point else (own, shared)
     if src.is_file() and (into_point or src.stat().st_size > 0):
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp")
+        _copy_atomic(src, dst)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """``src`` copied to ``dst`` under a temporary name, renamed into place only once complete."""
+    import shutil
+
+    from .._io import atomic_path
+
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        tmp.replace(dst)
 
 
 def _final_onnx(run_dir: Path, variant: str) -> Path:
