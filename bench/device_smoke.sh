@@ -8,7 +8,9 @@
 #      on the digits default and timm:deit_small_patch16_224; ONNX Runtime CUDA EP where installed
 #   4. `pela-export run` on the embedded digits default, with defaults (ends in a bundle)
 #   5. `pela-export device-bench` on the digits bundle (TensorRT, else ONNX Runtime, said in its report)
-#   6. `pytest -m tensorrt` where TensorRT is importable (real builds, the torch-free runner, device-bench)
+#   6. `pela-export device-latency` on a --rank-policy latency bundle of the digits default, then a workstation
+#      `compress --latency-table` that ranks by the table it wrote
+#   7. `pytest -m tensorrt` where TensorRT is importable (real builds, the torch-free runner, device-bench)
 # Everything goes to bench/results/gpu/<date>-<device>/ (meta.json: device, versions, date, command and each
 # part's status, seconds and skip reason; logs/), and when $OUT is set also to $OUT/gpu-smoke.tar.gz.
 # A part whose needs are missing is skipped with the reason printed; exit status 1 when a part that ran failed.
@@ -118,7 +120,19 @@ if [ -f "$WORK/digits/bundle.tar.gz" ] || [ "$DRY" = 1 ]; then
     --runs 50 --warmup 5
 else skip device-bench "no bundle: the digits run did not finish (see logs/digits-run.log)"; fi
 
-# 6. TensorRT's own tests (last: their digits run reuses the cached default)
+# 6. the device's own per-layer latency table: a latency-policy bundle of the digits default, device-latency on it
+#    (one TensorRT fp16 engine per layer graph, else ONNX Runtime), then a workstation run ranking by that table
+LATRUN=(--out "$WORK/digits-latency" --no-progress "${SIMPLIFIER[@]}" --rank-policy latency --latency-budget 0.7
+        --skip bench --skip report --precision fp16 --calib-samples 32 --eval-samples 200)
+part latency-run 240 "$PY" -m pela_export run "${LATRUN[@]}"
+if [ -f "$WORK/digits-latency/bundle.tar.gz" ] || [ "$DRY" = 1 ]; then
+  part device-latency 240 "$PY" -m pela_export device-latency "$WORK/digits-latency/bundle.tar.gz" \
+    --out "$RES/device-latency" --runs 30 --warmup 5
+  part latency-table-run 120 "$PY" -m pela_export compress --out "$WORK/digits-latency-device" --rank-policy latency \
+    --latency-budget 0.7 --latency-table "$RES/device-latency/latency_table.json"
+else skip device-latency "no bundle: the latency-policy run did not finish (see logs/latency-run.log)"; fi
+
+# 7. TensorRT's own tests (last: their digits run reuses the cached default)
 if has tensorrt; then
   part pytest-tensorrt 300 "$PY" -m pytest -q -p no:cacheprovider -m tensorrt -rs tests/tensorrt \
     tests/runtime/test_runtime_real_device.py

@@ -199,6 +199,21 @@ def device_bench(bundle: str | os.PathLike[str], out: str | os.PathLike[str] | N
                          threads=threads, engine_cache=engine_cache, sequence_length=sequence_length)
 
 
+def device_latency(bundle: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
+                   backend: str = "auto", precision: str | None = None, threads: int | None = None,
+                   runs: int = 50, warmup: int = 10, engine_cache: str | os.PathLike[str] | None = None) -> Path:
+    """Measure the per-layer latency table of a ``--rank-policy latency`` bundle on this device.
+
+    Writes ``latency_table.json`` (+ ``.md``) into ``out`` (default ``./pela-device/<model>``) and returns its
+    path; the workstation reads it back with ``--latency-table``. TensorRT tables are timed at ``precision``
+    (fp16 by default), ONNX Runtime ones in fp32.
+    """
+    from .runtime.device_latency import device_latency as _device_latency
+
+    return _device_latency(bundle, out, backend=backend, precision=precision, threads=threads, runs=runs,
+                           warmup=warmup, engine_cache=engine_cache)
+
+
 def merge_reports(workstation: str | os.PathLike[str], device_reports: Sequence[str | os.PathLike[str]],
                   out: str | os.PathLike[str]) -> tuple[Path, Path]:
     """One comparison (``comparison.json`` + ``.md`` + charts in ``out``) of a workstation run and device reports.

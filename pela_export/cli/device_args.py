@@ -1,4 +1,4 @@
-"""Arguments of the on-device commands (``verify``, ``device-bench``).
+"""Arguments of the on-device commands (``verify``, ``device-bench``, ``device-latency``).
 
 Kept apart from :mod:`.args` (whose choices come from registries that import
 torch) so the device commands parse and run on a Jetson without PyTorch.
@@ -37,6 +37,30 @@ def add_device_bench_args(p: argparse.ArgumentParser) -> None:
                    help="text models: sequence length every batch size is timed at (default: the profile's "
                         "optimum, e.g. 128); must lie within the bundle's sequence profile")
     g.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"timed runs per batch size (>= {MIN_RUNS}; "
+                                                                   f"default {DEFAULT_RUNS})")
+    g.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"warm-up runs (default {DEFAULT_WARMUP})")
+    g.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: ONNX Runtime's choice)")
+    g.add_argument("--engine-cache", help="TensorRT engine cache folder (default $PELA_EXPORT_ENGINE_CACHE or "
+                                          "~/.cache/pela-export/engines)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def add_device_latency_args(p: argparse.ArgumentParser) -> None:
+    from ..runtime.backends import BACKEND_CHOICES
+    from ..runtime.device_latency import DEFAULT_RUNS, DEFAULT_TRT_PRECISION, DEFAULT_WARMUP, TRT_PRECISIONS
+    from ..runtime.devicebench import MIN_RUNS
+
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle (directory or bundle.tar.gz) of a `pela-export run "
+                                                    "--rank-policy latency`: it carries the layer shapes to time")
+    g = p.add_argument_group("device latency table")
+    g.add_argument("--out", help="where latency_table.json/.md go (default ./pela-device/<model-name>)")
+    g.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="tensorrt (one engine per layer graph; fail if it cannot run here), onnxruntime (CUDA "
+                        "provider where installed, else CPU), or auto: TensorRT where it can run (default auto)")
+    g.add_argument("--precision", choices=TRT_PRECISIONS, default=None,
+                   help=f"TensorRT builder precision of the layer engines (default {DEFAULT_TRT_PRECISION}; "
+                        "ONNX Runtime tables are fp32)")
+    g.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"timed runs per graph (>= {MIN_RUNS}; "
                                                                    f"default {DEFAULT_RUNS})")
     g.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"warm-up runs (default {DEFAULT_WARMUP})")
     g.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: ONNX Runtime's choice)")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from ..errors import PelaExportError
 from . import device_args as D
 
-DEVICE_COMMANDS = ("verify", "device-bench", "report")
+DEVICE_COMMANDS = ("verify", "device-bench", "device-latency", "report")
 
 EXAMPLES = {
     "run": """
@@ -72,6 +72,12 @@ EXAMPLES = {
         pela-export device-bench bundle.tar.gz --backend onnxruntime --batch-sizes 1,8 --runs 200
         pela-export device-bench bundle --out results/orin-maxn
       exit status: 0 all variants match their golden outputs, 1 some do not (report still written), 2 error
+    """,
+    "device-latency": """
+        pela-export device-latency bundle.tar.gz          # the bundle's layer shapes, TensorRT fp16 engines
+        pela-export device-latency bundle.tar.gz --backend onnxruntime --threads 4 --out results/orin-cpu
+      then, on the workstation: pela-export run MODEL --rank-policy latency --latency-budget 0.7 \\
+                                    --latency-table latency_table.json
     """,
     "report": """
         pela-export report pela-out/digits-vit orin/device-report.json thor/device-report.json
@@ -168,6 +174,10 @@ def build_parser(device_only: bool = False) -> argparse.ArgumentParser:
     _device_sub(subs, "device-bench", "on the device: build (or reuse) TensorRT engines, check every variant against "
                                       "the bundle's golden outputs and time it; writes device-report.json + .md",
                 D.add_device_bench_args)
+    _device_sub(subs, "device-latency", "on the device: time the per-layer latency table of a bundle built with "
+                                        "--rank-policy latency (dense and factorized layers, the whole original "
+                                        "model); writes latency_table.json for --latency-table",
+                D.add_device_latency_args)
     _device_sub(subs, "report", "merge a workstation run's report with device reports into one comparison "
                                 "(comparison.json + .md + charts)", D.add_report_args)
     return parser
@@ -217,6 +227,14 @@ def _device_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _device_latency(ns: argparse.Namespace) -> int:
+    from .. import api
+
+    api.device_latency(ns.bundle, ns.out, backend=ns.backend, precision=ns.precision, threads=ns.threads,
+                       runs=ns.runs, warmup=ns.warmup, engine_cache=ns.engine_cache)
+    return 0
+
+
 def _report(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -234,6 +252,8 @@ def _dispatch(ns: argparse.Namespace) -> int:
         return _verify(ns)
     if ns.command == "device-bench":
         return _device_bench(ns)
+    if ns.command == "device-latency":
+        return _device_latency(ns)
     if ns.command == "report":
         return _report(ns)
     from .. import api
@@ -279,7 +299,7 @@ def _parser_for(argv: Sequence[str]) -> argparse.ArgumentParser | int:
             return build_parser(device_only=True)
         print(f"pela-export: error: `{first}` needs the workstation dependencies, which are not importable here "
               f"({exc})\n  fix: install pela-export with its dependencies (torch, onnx, timm); on a device without "
-              f"them only `pela-export verify` and `pela-export device-bench` work", file=sys.stderr)
+              f"them only `pela-export verify`, `device-bench` and `device-latency` work", file=sys.stderr)
         return 2
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import OptionError
-from .latency_table import LatencyTable, LayerOp, RuntimeEnv, rank_grid
+from ..runtime.latency_table import LatencyTable, LayerOp, RuntimeEnv, rank_grid
 from .ranks import AllocationInputs, LayerShape, max_saving_rank, register_rank_policy
 from .sensitivity import monotone
 
@@ -147,7 +147,8 @@ def _check_inputs(inputs: AllocationInputs | None) -> tuple[LatencyModel, Alloca
 
 @register_rank_policy(
     "latency", summary="it picks per-layer ranks, or keeps layers dense, by measured latency within "
-    "--latency-budget (or the fastest within --max-drop)", options={"latency_budget", "max_drop", "sensitivity_loss"},
+    "--latency-budget (or the fastest within --max-drop)",
+    options={"latency_budget", "max_drop", "sensitivity_loss", "latency_table"},
     needs={"spectrum", "latency", "optional-probe"})
 def latency_allocator(layers: list[LayerShape], ratio: float, inputs: AllocationInputs | None = None) -> dict[str, int]:
     """Ranks minimising the loss proxy within the latency budget (or ms within the loss budget); 0 = dense."""

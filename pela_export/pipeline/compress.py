@@ -60,6 +60,13 @@ def _check_selection(ctx: Context, result: CompressionResult) -> None:
                       fix="lower --ratio, or widen the selection with --include GLOB")
 
 
+def _latency_artifact(ctx: Context, latency: bool) -> dict[str, str]:
+    """The run's latency table, which the bundle carries for ``pela-export device-latency``."""
+    from .latency import table_path
+
+    return {"latency_table": str(table_path(ctx))} if latency and table_path(ctx).is_file() else {}
+
+
 def _latency_kwargs(ctx: Context, extra: dict[str, object]) -> bool:
     """Measure the latency table (and budgets) when the rank policy reads them; True when it does."""
     from ..lowrank import RANK_ALLOCATORS
@@ -122,6 +129,6 @@ def compress_stage(ctx: Context) -> CompressRecord:
         calibration=calibration,
         training=training,
         artifacts={"checkpoint": str(ctx.artifacts.compressed_ckpt), "spec": str(ctx.artifacts.lowrank_spec),
-                   "rank_table": str(ctx.artifacts.rank_table)},
+                   "rank_table": str(ctx.artifacts.rank_table), **_latency_artifact(ctx, latency)},
     )
     return ctx.save_record(record)

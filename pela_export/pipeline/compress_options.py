@@ -10,6 +10,7 @@ Torch is imported only when a check runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..cli.device_args import ints  # torch-free: argparse only
@@ -28,7 +29,7 @@ DATA_AWARE_WHY = "data-aware init measured on pretrained all-MiniLM-L6-v2 / Reut
 
 #: Run options of the "compression" CLI group and of the "data-aware compression" group.
 COMPRESS_OPTIONS: tuple[str, ...] = ("ratio", "method", "rank_policy", "align", "include", "exclude",
-                                     "conv_decomposition", "latency_budget", "max_drop")
+                                     "conv_decomposition", "latency_budget", "max_drop", "latency_table")
 CALIB_OPTIONS: tuple[str, ...] = ("calib_data", "calib_samples", "energy", "asvd_alpha", "candidate_ranks",
                                   "sensitivity_loss", "param_budget")
 
@@ -109,6 +110,11 @@ class CompressOptions(OptionGroup):
                                     help="loss budget: the fastest ranks whose predicted loss increase is <= P "
                                          "(calibration-loss increase with --calib-data, else mean relative "
                                          "weight error)")
+    latency_table: str | None = option(None, flag="--latency-table", metavar="FILE",
+                                       help="per-layer latency table measured on the target device (`pela-export "
+                                            "device-latency BUNDLE` there): the policy ranks by the device's costs "
+                                            "instead of timing ONNX Runtime CPU here (predicted only: time the "
+                                            "result there with device-bench)")
     method_choice: str | None = None  # the automatic --method choice, for the report
 
     def choose_method(self, data: DataOptions, structure: StructureOptions) -> None:
@@ -157,6 +163,11 @@ def check_compression_options(cfg: RunConfig) -> None:
         from ..lowrank.latency_policy import check_latency_options
 
         check_latency_options(cfg.compress.latency_budget, cfg.compress.max_drop)
+        given = cfg.compress.latency_table
+        if given is not None and not Path(given).is_file():
+            raise OptionError(f"--latency-table {given}: no such file",
+                              fix="pass the latency_table.json that `pela-export device-latency BUNDLE` wrote on the "
+                                  "device (copy it here first), or drop --latency-table to time ONNX Runtime CPU here")
         if cfg.compress.sensitivity_loss is not None and cfg.data.calib_data is None:
             raise OptionError(f"--sensitivity-loss is only used by --rank-policy {policy.name} with --calib-data "
                               "(without it the loss proxy is the relative weight error)",

@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, OptionError
 from ..lowrank.kinds import empty_factorized
 from ..lowrank.latency_policy import LatencyModel, capture_ops, check_latency_options
-from ..lowrank.latency_table import LatencyTable, OrtMeasure, ort_env
+from ..runtime.latency_table import LatencyTable, LayerOp, RuntimeEnv
+from ..runtime.layer_graphs import OrtMeasure, ort_env
 from ..lowrank.select import select_layers, set_submodule
 from .context import Context, log
 
@@ -67,6 +68,11 @@ def latency_model(ctx: Context) -> LatencyModel:
     path = table_path(ctx)
     table = _load_table(ctx, path)
     shapes = len({op.key for op in ops.values()})
+    if cfg.compress.latency_table is not None:
+        given, denv = given_table(cfg.compress.latency_table)
+        table.merge(given)
+        if denv != env:
+            return _device_model(ctx, table, denv, ops, _model_key(ctx, batch), path, batch)
     log(f"latency table: {len(ops)} layers, {shapes} distinct shapes, ONNX Runtime CPU {env.version}, "
         f"{threads} thread(s), batch {batch}")
     taken = table.ensure(ops.values(), env, OrtMeasure(cfg.bench.warmup, cfg.bench.runs), batch,
@@ -89,6 +95,42 @@ def latency_model(ctx: Context) -> LatencyModel:
                                                f"{max(cfg.bench.runs // 2, 5)} runs each); measured = median "
                                                "ratio x the dense model's ms"}
     return LatencyModel(env, table, ops, dense_ms, measure, cfg.compress.align, report)
+
+
+def given_table(file: str) -> tuple[LatencyTable, RuntimeEnv]:
+    """``--latency-table FILE`` and the one environment it was measured in (OptionError otherwise)."""
+    table = LatencyTable.load(file)
+    envs = table.envs()
+    if len(envs) != 1:
+        held = "no layer timings" if not envs else f"timings from {len(envs)} environments ({'; '.join(e.key for e in envs)})"
+        raise OptionError(f"--latency-table {file} holds {held}; the policy needs one device's costs",
+                          fix="pass the latency_table.json written by one `pela-export device-latency BUNDLE` run")
+    return table, envs[0]
+
+
+def _device_model(ctx: Context, table: LatencyTable, env: RuntimeEnv, ops: Mapping[str, LayerOp], key: str,
+                  path: Path, batch: int) -> LatencyModel:
+    """A latency model from a table measured elsewhere: every layer's entry and the whole dense model must be in
+    it; nothing can be timed here (the whole-model check is the device's device-bench)."""
+    file = ctx.cfg.compress.latency_table
+    fix = (f"measure it on the device with `pela-export device-latency BUNDLE`, using the bundle of a `run "
+           f"--rank-policy latency` of this model with the same input shape, --batch-sizes {batch}, opset and exporter")
+    missing = [n for n, op in ops.items() if table.get(env, op) is None]
+    if missing:
+        raise OptionError(f"--latency-table {file} has no timing for {len(missing)} of {len(ops)} layers measured on "
+                          f"{env.key}, e.g. {missing[0]!r} ({ops[missing[0]].key})", fix=fix)
+    dense_ms = table.model_ms(env, key)
+    if dense_ms is None:
+        raise OptionError(f"--latency-table {file} has no whole-model timing of this model ({key}) on {env.key}",
+                          fix=fix)
+    table.save(path)
+    log(f"latency table from {file}: {len(ops)} layers on {env.key}; dense model {dense_ms:.4f} ms there")
+    report = {"table": str(path), "given_table": str(file), "measured_on": env.key, "foreign": True,
+              "layer_timings_taken": 0, "table_reused": True, "dense_model_reused": True, "batch": batch,
+              "shapes": len({op.key for op in ops.values()}),
+              "whole_model": f"not measured here: the costs are {env.key}'s; time the compressed bundle there with "
+                             "`pela-export device-bench`"}
+    return LatencyModel(env, table, dict(ops), dense_ms, None, ctx.cfg.compress.align, report)
 
 
 #: Alternating rounds when a candidate is timed against the dense model (each round half the runs of each).
@@ -160,6 +202,13 @@ def note_latency_result(ctx: Context, report: Mapping[str, object]) -> None:
     slower = [n for n in dense if "slower at every grid rank" in str(decisions[n].get("why"))]
     dense_ms, predicted, measured = report.get("dense_model_ms"), report.get("predicted_ms"), report.get("measured_ms")
     budget = report.get("budget_ms")
+    if report.get("foreign"):
+        ctx.note(f"--rank-policy latency on {report.get('measured_on')}'s costs (--latency-table "
+                 f"{report.get('given_table')}): dense model {_ms(dense_ms)} there, predicted {_ms(predicted)}"
+                 + (f" against a budget of {_ms(budget)}" if budget is not None else "")
+                 + f"; {len(dense)}/{len(decisions)} layers kept dense; not measurable on this machine: time the "
+                 "bundle there with `pela-export device-bench`")
+        return
     head = (f"--rank-policy latency ({report.get('mode')}; loss proxy: {report.get('loss_proxy')}): dense model "
             f"{_ms(dense_ms)}, predicted {_ms(predicted)}, measured {_ms(measured)}"
             + (f" against a budget of {_ms(budget)}" if budget is not None else "")

@@ -47,6 +47,7 @@ from .evaldata import evaluation_data
 from .records import BenchRecord, CompressRecord, PackageRecord
 
 BUNDLE_DIR = "bundle"
+LATENCY_TABLE = "latency_table.json"  # the name `pela-export device-latency` reads (runtime.device_latency)
 ARCHIVE_NAME = "bundle.tar.gz"
 GOLDEN_BATCH = 4
 
@@ -180,6 +181,9 @@ def _fill_bundle(ctx: Context, tmp: Path) -> dict[str, Any]:
                          if precision_spec(info["precision"]).quantized else None,
                          "trtexec": scripts.trtexec_scripts(ctx, tmp, name, onnx_rel, versions, options)}
     loaded = ctx.loaded
+    table = comp.artifacts.get("latency_table")
+    if table and Path(table).is_file():  # the layer shapes `pela-export device-latency` times on the device
+        shutil.copyfile(table, tmp / LATENCY_TABLE)
     deploy = {
         "schema_version": DEPLOY_SCHEMA_VERSION, "kind": DEPLOY_KIND,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -195,6 +199,7 @@ def _fill_bundle(ctx: Context, tmp: Path) -> dict[str, Any]:
         "golden": {"batch": _golden_batch(io), "source": "first samples of the evaluation data", "policy": golden_policy()},
         "tensorrt": {"target_versions": versions, "build_options": options.to_dict()},
         "variants": entries,
+        "latency_table": LATENCY_TABLE if (tmp / LATENCY_TABLE).is_file() else None,
     }
     validate_deploy(deploy, where="package (internal)")
     write_json_atomic(tmp / "deploy.json", deploy)

@@ -281,6 +281,8 @@ def deploy_problems(d: Any) -> list[str]:
     labels = c.get(d, "labels", "", list, nullable=True)
     if labels is not None:
         c.require(all(isinstance(x, str) for x in labels), "key 'labels' must be a list of strings")
+    if "latency_table" in d:  # optional: bundles of --rank-policy latency runs (read by device-latency)
+        c.get(d, "latency_table", "", str, nullable=True)
     variants = c.get(d, "variants", "", dict)
     if variants is not None:
         c.require(len(variants) > 0, "key 'variants' is empty: the bundle holds no model")

@@ -9,7 +9,7 @@ from torch import nn
 from pela_export.errors import OptionError
 from pela_export.lowrank import RANK_ALLOCATORS, AllocationInputs, LayerShape, factorize_model
 from pela_export.lowrank.latency_policy import LatencyModel, solve, weight_error_curve
-from pela_export.lowrank.latency_table import LatencyTable, LayerOp, RuntimeEnv
+from pela_export.runtime.latency_table import LatencyTable, LayerOp, RuntimeEnv
 
 ENV = RuntimeEnv("onnxruntime-cpu", "1.0", "test-cpu", 2)
 D = 64

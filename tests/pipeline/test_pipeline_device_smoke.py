@@ -13,7 +13,8 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).parents[2]
-PARTS = ["cuda-python", "gpu-latency", "digits-run", "device-bench", "pytest-tensorrt"]
+PARTS = ["cuda-python", "gpu-latency", "digits-run", "device-bench", "latency-run", "device-latency", "latency-table-run",
+         "pytest-tensorrt"]
 
 
 @pytest.fixture(scope="module")

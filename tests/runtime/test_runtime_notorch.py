@@ -48,7 +48,7 @@ def test_runtime_runs_a_bundle_without_torch(digits_run: Path, tmp_path: Path) -
     assert result["golden"] and all(result["golden"].values()), result
     # the device commands work; a workstation command explains what is missing instead of a traceback
     assert result["codes"] == {"verify": 0, "device-bench": 0, "run": 2}, done.stderr
-    assert "only `pela-export verify` and `pela-export device-bench` work" in done.stderr
+    assert "only `pela-export verify`, `device-bench` and `device-latency` work" in done.stderr
     assert (tmp_path / "dev" / "device-report.json").is_file()
 
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from pela_export.errors import ArtifactError
 from pela_export.lowrank.latency_policy import capture_ops
-from pela_export.lowrank.latency_table import (Entry, LatencyTable, LayerOp, OrtMeasure, RuntimeEnv, layer_graph,
+from pela_export.runtime.latency_table import (Entry, LatencyTable, LayerOp, RuntimeEnv,
                                                max_saving_rank_of, rank_grid)
 
 ENV = RuntimeEnv("onnxruntime-cpu", "1.0", "test-cpu", 2)
@@ -135,23 +135,3 @@ def test_load_refuses_a_file_that_is_not_a_table(tmp_path):
     bad.write_text('{"kind": "something else"}')
     with pytest.raises(ArtifactError, match="not a latency table"):
         LatencyTable.load(bad)
-
-
-@pytest.mark.parametrize("op", [LayerOp("linear", 16, 24, True, rows=3),
-                                LayerOp("conv", 4, 8, True, input_shape=(1, 4, 9, 9), kernel=(3, 3), stride=(2, 2),
-                                        padding=(1, 1)),
-                                LayerOp("conv", 4, 8, False, input_shape=(1, 4, 9, 9), kernel=(3, 3), padding=(1, 1),
-                                        decomposition="spatial")])
-def test_layer_graphs_run_dense_and_factorized(op):
-    """The graphs the table times are valid ONNX and give the layer's output shape (one real ORT run each)."""
-    pytest.importorskip("onnxruntime")
-    from pela_export.export.runtime import ort_session
-
-    import numpy as np
-
-    shapes = []
-    for rank in (None, 3):
-        sess = ort_session(layer_graph(op, rank).SerializeToString(), threads=1)
-        shapes.append(sess.run(None, {"x": np.zeros(op.feed_shape, np.float32)})[0].shape)
-    assert shapes[0] == shapes[1]
-    assert OrtMeasure(warmup=0, runs=2)(op, 2, RuntimeEnv("onnxruntime-cpu", "x", "y", 1)) > 0

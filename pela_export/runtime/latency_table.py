@@ -8,7 +8,8 @@ layer's real input shape (median of several runs after a warm-up).
 
 Tables are JSON, keyed by (runtime, version, device, threads, shape): an entry measured elsewhere or with
 another thread count is missing for a lookup, so a stale table is re-measured, never silently reused.
-This module imports neither torch nor onnx at import time (the device side may read tables).
+This module imports neither torch nor onnx (the device side reads and writes tables: ``pela-export
+device-latency``); the one-layer graphs and the measuring live in :mod:`.layer_graphs`.
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ TABLE_KIND = "pela-export latency table"
 RUNTIME = "onnxruntime-cpu"
 #: At most this many ranks are timed per shape (the rest is interpolated, and says so).
 MAX_GRID = 12
-OPSET = 17
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown-cpu"
-
-
-def ort_env(threads: int) -> RuntimeEnv:
-    """This machine's ONNX Runtime CPU environment at ``threads`` intra-op threads."""
-    from ..export.runtime import _onnxruntime
-
-    return RuntimeEnv(RUNTIME, str(_onnxruntime().__version__), cpu_model(), int(threads))
 
 
 @dataclass(frozen=True)
@@ -209,6 +202,28 @@ class LatencyTable:
                     taken += 1
         return taken
 
+    def envs(self) -> list[RuntimeEnv]:
+        """Every environment with layer entries, in first-seen order."""
+        return list({e.env.key: e.env for e in self.entries.values()}.values())
+
+    def layers(self) -> dict[str, tuple[LayerOp, list[int], int]]:
+        """op key -> (op, ranks timed in any environment, batch): what another environment must measure."""
+        out: dict[str, tuple[LayerOp, list[int], int]] = {}
+        for e in self.entries.values():
+            op, ranks, batch = out.get(e.op.key, (e.op, [], e.batch))
+            out[e.op.key] = (op, sorted(set(ranks) | set(e.ranks)), batch)
+        return out
+
+    def models_of(self, env: RuntimeEnv) -> dict[str, float]:
+        """model key -> dense model ms measured in ``env``."""
+        prefix = f"{env.key}|"
+        return {k[len(prefix):]: ms for k, ms in self.models.items() if k.startswith(prefix)}
+
+    def merge(self, other: LatencyTable) -> None:
+        """Add ``other``'s entries and model timings (``other`` wins where both have one)."""
+        self.entries.update(other.entries)
+        self.models.update(other.models)
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": TABLE_KIND, "schema": TABLE_SCHEMA,
                 "entries": [e.to_dict() for e in self.entries.values()],
@@ -251,89 +266,3 @@ def matrix_dims(op: LayerOp) -> tuple[int, int]:
     if op.decomposition == "channel":
         return op.out_features, op.in_features * kh * kw
     return op.out_features * kw, op.in_features * kh
-
-
-def _weight(name: str, shape: tuple[int, ...], seed: int) -> Any:
-    """A small random initializer (never uninitialised memory: denormals would distort the timing)."""
-    import numpy as np
-    from onnx import numpy_helper
-
-    rng = np.random.default_rng(seed)
-    return numpy_helper.from_array((rng.standard_normal(shape) * 0.02).astype(np.float32), name)
-
-
-def _conv_node(x: str, w: str, b: str | None, y: str, kernel: tuple[int, int],
-               stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> Any:
-    from onnx import helper
-
-    inputs = [x, w] + ([b] if b else [])
-    return helper.make_node("Conv", inputs, [y], kernel_shape=list(kernel), strides=list(stride),
-                            pads=[padding[0], padding[1], padding[0], padding[1]], dilations=list(dilation))
-
-
-def layer_graph(op: LayerOp, rank: int | None) -> Any:
-    """A one-layer ONNX model: the dense layer (rank None) or its two factors at ``rank``.
-
-    Linear: MatMul (+Add) vs MatMul→MatMul (+Add), as the exported models compute them. Conv: the layer
-    vs its two convolutions (channel: kh×kw to r, then 1×1; spatial: kh×1 then 1×kw).
-    """
-    from onnx import TensorProto, helper
-
-    nodes: list[Any] = []
-    inits: list[Any] = []
-    k, n = op.in_features, op.out_features
-    if op.kind == "linear":
-        mats = [(k, n)] if rank is None else [(k, rank), (rank, n)]
-        x = "x"
-        for i, shape in enumerate(mats):
-            inits.append(_weight(f"w{i}", shape, i))
-            nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"h{i}"]))
-            x = f"h{i}"
-        if op.bias:
-            inits.append(_weight("b", (n,), 9))
-            nodes.append(helper.make_node("Add", [x, "b"], ["y"]))
-        else:
-            nodes[-1].output[0] = "y"
-        out_shape: list[int] = [op.rows, n]
-    else:
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = op.kernel, op.stride, op.padding, op.dilation
-        if op.bias:
-            inits.append(_weight("b", (n,), 9))
-        b = "b" if op.bias else None
-        if rank is None:
-            inits.append(_weight("w0", (n, k, kh, kw), 0))
-            nodes.append(_conv_node("x", "w0", b, "y", op.kernel, op.stride, op.padding, op.dilation))
-        elif op.decomposition == "channel":
-            inits += [_weight("w0", (rank, k, kh, kw), 0), _weight("w1", (n, rank, 1, 1), 1)]
-            nodes.append(_conv_node("x", "w0", None, "h0", op.kernel, op.stride, op.padding, op.dilation))
-            nodes.append(_conv_node("h0", "w1", b, "y", (1, 1), (1, 1), (0, 0), (1, 1)))
-        else:
-            inits += [_weight("w0", (rank, k, kh, 1), 0), _weight("w1", (n, rank, 1, kw), 1)]
-            nodes.append(_conv_node("x", "w0", None, "h0", (kh, 1), (sh, 1), (ph, 0), (dh, 1)))
-            nodes.append(_conv_node("h0", "w1", b, "y", (1, kw), (1, sw), (0, pw), (1, dw)))
-        out_shape = []  # left to shape inference
-    graph = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(op.feed_shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape or None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8  # readable by every ONNX Runtime the project supports
-    return model
-
-
-@dataclass(frozen=True)
-class OrtMeasure:
-    """The default ``measure``: median ms of ``runs`` timed ``session.run`` calls after ``warmup`` ones."""
-
-    warmup: int = 5
-    runs: int = 30
-
-    def __call__(self, op: LayerOp, rank: int | None, env: RuntimeEnv) -> float:
-        import numpy as np
-
-        from ..export.runtime import ort_session
-        from ..measure.latency import time_callable
-
-        sess = ort_session(layer_graph(op, rank).SerializeToString(), threads=env.threads)
-        feeds = {"x": np.random.default_rng(0).standard_normal(op.feed_shape).astype(np.float32)}
-        stats = time_callable(lambda: sess.run(None, feeds), self.warmup, self.runs, op.feed_shape[0],
-                              threads=env.threads, allow_few_runs=True)
-        return float(stats.p50_ms)
