@@ -202,19 +202,18 @@ def note_latency_result(ctx: Context, report: Mapping[str, object]) -> None:
     slower = [n for n in dense if "slower at every grid rank" in str(decisions[n].get("why"))]
     dense_ms, predicted, measured = report.get("dense_model_ms"), report.get("predicted_ms"), report.get("measured_ms")
     budget = report.get("budget_ms")
+    kept = (f"; {len(dense)}/{len(decisions)} layers kept dense"
+            + (f" ({len(slower)} because factorizing is slower at every rank)" if slower else ""))
+    against = f" against a budget of {_ms(budget)}" if budget is not None else ""
     if report.get("foreign"):
         ctx.note(f"--rank-policy latency on {report.get('measured_on')}'s costs (--latency-table "
                  f"{report.get('given_table')}): dense model {_ms(dense_ms)} there, predicted {_ms(predicted)}"
-                 + (f" against a budget of {_ms(budget)}" if budget is not None else "")
-                 + f"; {len(dense)}/{len(decisions)} layers kept dense; not measurable on this machine: time the "
-                 "bundle there with `pela-export device-bench`")
-        return
-    head = (f"--rank-policy latency ({report.get('mode')}; loss proxy: {report.get('loss_proxy')}): dense model "
-            f"{_ms(dense_ms)}, predicted {_ms(predicted)}, measured {_ms(measured)}"
-            + (f" against a budget of {_ms(budget)}" if budget is not None else "")
-            + f" after {report.get('corrections', 0)} correction(s)")
-    ctx.note(head + f"; {len(dense)}/{len(decisions)} layers kept dense"
-             + (f" ({len(slower)} because factorizing is slower at every rank)" if slower else ""))
+                 f"{against}{kept}; not measurable on this machine: time the bundle there with `pela-export "
+                 "device-bench`")
+    else:
+        ctx.note(f"--rank-policy latency ({report.get('mode')}; loss proxy: {report.get('loss_proxy')}): dense model "
+                 f"{_ms(dense_ms)}, predicted {_ms(predicted)}, measured {_ms(measured)}{against} after "
+                 f"{report.get('corrections', 0)} correction(s){kept}")
     for attempt in report.get("attempts") or []:
         if isinstance(attempt, dict) and attempt.get("note"):
             ctx.note(f"--rank-policy latency: {attempt['note']}")

@@ -109,6 +109,35 @@ def test_correction_when_the_whole_model_is_slower_than_predicted():
     assert rep["measured_ms"] <= rep["budget_ms"]
 
 
+def test_loosens_when_the_whole_model_is_well_under_budget():
+    """The sum model overestimates by 25 %: the first choice lands far under budget, so the target is loosened and
+    the lower-loss configuration that still measures within the budget is kept."""
+    layers = _shapes()
+    model = _model([s.name for s in layers], measure_model=lambda ranks: 0.75 * model.predict(ranks)[0])
+    ranks = _allocate(layers, model, latency_budget=0.7)
+    rep = model.report
+    first, second = rep["attempts"][:2]
+    assert first["measured_ms"] < 0.97 * rep["budget_ms"]
+    assert second["target_ms"] == pytest.approx(first["target_ms"] * first["predicted_ms"] / first["measured_ms"])
+    assert second["predicted_loss"] < first["predicted_loss"] and rep["chosen_attempt"] >= 1
+    assert rep["met"] is True and rep["measured_ms"] <= rep["budget_ms"]
+    assert model.predict(ranks)[0] == pytest.approx(rep["predicted_ms"])
+
+
+def test_a_loosened_choice_over_budget_is_dropped_for_the_one_that_met():
+    layers = _shapes()
+    calls = []
+
+    def measure(ranks):  # first far under the prediction, then far over it
+        calls.append(dict(ranks))
+        return (0.75 if len(calls) == 1 else 1.5) * model.predict(ranks)[0]
+
+    model = _model([s.name for s in layers], measure_model=measure)
+    ranks = _allocate(layers, model, latency_budget=0.7)
+    rep = model.report
+    assert len(calls) >= 2 and rep["chosen_attempt"] == 0 and ranks == calls[0] and rep["met"] is True
+
+
 def test_at_most_two_corrections_then_the_fastest_measured_is_kept():
     layers = _shapes()
     calls = []
