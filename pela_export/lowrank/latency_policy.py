@@ -7,8 +7,8 @@ when ``--calib-data`` is given, else the truncated SVD's relative weight error �
 error is what predicted damage on the pretrained benchmark). A multiple-choice knapsack (dynamic programming
 over cost) picks one candidate per layer. The model's latency is predicted as
 ``dense model ms − Σ dense layer ms + Σ chosen ms``; the whole compressed model is then measured, and when
-it misses the budget — or lands more than :data:`SLACK` under it — the target is scaled by predicted/measured and
-solved again (at most twice); the least-loss attempt measured within the budget is kept, else the fastest.
+it misses the budget — or lands more than :data:`SLACK` under it — the target becomes budget × predicted/measured and
+is solved again (at most twice); the least-loss attempt measured within the budget is kept, else the fastest.
 """
 from __future__ import annotations
 
@@ -211,7 +211,9 @@ def latency_allocator(layers: list[LayerShape], ratio: float, inputs: Allocation
         if budget_ms * (1 - SLACK) <= measured <= budget_ms:
             break  # within the budget and close to it
         if attempt < MAX_CORRECTIONS:  # over budget: tighten; well under: loosen (accuracy left unused)
-            target = (target or budget_ms) * predicted / measured  # the sum model was off by measured/predicted
+            # the sum model was off by measured/predicted at this configuration: aim the prediction at the budget
+            # scaled by it (anchored on the budget, not on the last target, so a loosened target is tightened back)
+            target = budget_ms * predicted / measured
     measured_attempts = [a for a in attempts if "predicted_ms" in a]
     best = _best(measured_attempts, budget_ms)
     chosen = tried[best]

@@ -105,7 +105,7 @@ def test_correction_when_the_whole_model_is_slower_than_predicted():
     rep = model.report
     assert rep["corrections"] == 1 and rep["met"] is True and len(calls) == 2
     first, second = rep["attempts"]
-    assert second["target_ms"] == pytest.approx(first["target_ms"] * first["predicted_ms"] / first["measured_ms"])
+    assert second["target_ms"] == pytest.approx(rep["budget_ms"] * first["predicted_ms"] / first["measured_ms"])
     assert rep["measured_ms"] <= rep["budget_ms"]
 
 
@@ -118,7 +118,7 @@ def test_loosens_when_the_whole_model_is_well_under_budget():
     rep = model.report
     first, second = rep["attempts"][:2]
     assert first["measured_ms"] < 0.97 * rep["budget_ms"]
-    assert second["target_ms"] == pytest.approx(first["target_ms"] * first["predicted_ms"] / first["measured_ms"])
+    assert second["target_ms"] == pytest.approx(rep["budget_ms"] * first["predicted_ms"] / first["measured_ms"])
     assert second["predicted_loss"] < first["predicted_loss"] and rep["chosen_attempt"] >= 1
     assert rep["met"] is True and rep["measured_ms"] <= rep["budget_ms"]
     assert model.predict(ranks)[0] == pytest.approx(rep["predicted_ms"])
@@ -138,13 +138,28 @@ def test_a_loosened_choice_over_budget_is_dropped_for_the_one_that_met():
     assert len(calls) >= 2 and rep["chosen_attempt"] == 0 and ranks == calls[0] and rep["met"] is True
 
 
+def test_a_loosened_target_that_overshoots_is_tightened_back_towards_the_budget():
+    """Measured 0.75x the prediction, then 0.95x: the loosened choice runs over budget, and the next target is the
+    budget x predicted/measured of that choice (below the loosened target), not a further loosening."""
+    layers = _shapes()
+    factors = iter([0.75, 0.95, 0.95])
+    model = _model([s.name for s in layers], measure_model=lambda ranks: next(factors) * model.predict(ranks)[0])
+    _allocate(layers, model, latency_budget=0.7)
+    rep = model.report
+    a = [x for x in rep["attempts"] if "predicted_ms" in x]
+    assert len(a) == 3 and a[1]["measured_ms"] > rep["budget_ms"]
+    assert a[2]["target_ms"] == pytest.approx(rep["budget_ms"] * a[1]["predicted_ms"] / a[1]["measured_ms"])
+    assert a[2]["target_ms"] < a[1]["target_ms"] and a[2]["measured_ms"] <= rep["budget_ms"]
+    assert rep["chosen_attempt"] == 2 and rep["met"] is True  # the least loss within the budget
+
+
 def test_at_most_two_corrections_then_the_fastest_measured_is_kept():
     layers = _shapes()
     calls = []
 
-    def measure(ranks):  # the sum model is ever more off: 1.5x, 2.25x, 3.4x the prediction
+    def measure(ranks):  # the sum model is ever more off: 2x, 4x, 8x the prediction
         calls.append(dict(ranks))
-        return 1.5 ** len(calls) * model.predict(ranks)[0]
+        return 2.0 ** len(calls) * model.predict(ranks)[0]
 
     model = _model([s.name for s in layers], measure_model=measure)
     ranks = _allocate(layers, model, latency_budget=0.95)
