@@ -23,7 +23,7 @@ def add_verify_args(p: argparse.ArgumentParser) -> None:
 
 def add_device_bench_args(p: argparse.ArgumentParser) -> None:
     from ..runtime.backends import BACKEND_CHOICES
-    from ..runtime.devicebench import DEFAULT_RUNS, DEFAULT_WARMUP, MIN_RUNS
+    from ..runtime.devicebench import DEFAULT_RUNS, DEFAULT_WARMUP
 
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or bundle.tar.gz written by `pela-export package`")
     g = p.add_argument_group("device benchmark")
@@ -36,19 +36,24 @@ def add_device_bench_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sequence-length", type=int, default=None,
                    help="text models: sequence length every batch size is timed at (default: the profile's "
                         "optimum, e.g. 128); must lie within the bundle's sequence profile")
-    g.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"timed runs per batch size (>= {MIN_RUNS}; "
-                                                                   f"default {DEFAULT_RUNS})")
-    g.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"warm-up runs (default {DEFAULT_WARMUP})")
+    _timing_args(g, "batch size", DEFAULT_RUNS, DEFAULT_WARMUP)
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def _timing_args(g: argparse._ArgumentGroup, per: str, runs: int, warmup: int) -> None:
+    """--runs/--warmup/--threads/--engine-cache, shared by the device commands that time something."""
+    from ..runtime.devicebench import MIN_RUNS
+
+    g.add_argument("--runs", type=int, default=runs, help=f"timed runs per {per} (>= {MIN_RUNS}; default {runs})")
+    g.add_argument("--warmup", type=int, default=warmup, help=f"warm-up runs (default {warmup})")
     g.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: ONNX Runtime's choice)")
     g.add_argument("--engine-cache", help="TensorRT engine cache folder (default $PELA_EXPORT_ENGINE_CACHE or "
                                           "~/.cache/pela-export/engines)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
 def add_device_latency_args(p: argparse.ArgumentParser) -> None:
     from ..runtime.backends import BACKEND_CHOICES
     from ..runtime.device_latency import DEFAULT_RUNS, DEFAULT_TRT_PRECISION, DEFAULT_WARMUP, TRT_PRECISIONS
-    from ..runtime.devicebench import MIN_RUNS
 
     p.add_argument("bundle", metavar="BUNDLE", help="bundle (directory or bundle.tar.gz) of a `pela-export run "
                                                     "--rank-policy latency`: it carries the layer shapes to time")
@@ -60,12 +65,7 @@ def add_device_latency_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=TRT_PRECISIONS, default=None,
                    help=f"TensorRT builder precision of the layer engines (default {DEFAULT_TRT_PRECISION}; "
                         "ONNX Runtime tables are fp32)")
-    g.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"timed runs per graph (>= {MIN_RUNS}; "
-                                                                   f"default {DEFAULT_RUNS})")
-    g.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"warm-up runs (default {DEFAULT_WARMUP})")
-    g.add_argument("--threads", type=int, help="ONNX Runtime CPU threads (default: ONNX Runtime's choice)")
-    g.add_argument("--engine-cache", help="TensorRT engine cache folder (default $PELA_EXPORT_ENGINE_CACHE or "
-                                          "~/.cache/pela-export/engines)")
+    _timing_args(g, "graph", DEFAULT_RUNS, DEFAULT_WARMUP)
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 

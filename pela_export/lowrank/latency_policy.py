@@ -7,8 +7,9 @@ when ``--calib-data`` is given, else the truncated SVD's relative weight error �
 error is what predicted damage on the pretrained benchmark). A multiple-choice knapsack (dynamic programming
 over cost) picks one candidate per layer. The model's latency is predicted as
 ``dense model ms − Σ dense layer ms + Σ chosen ms``; the whole compressed model is then measured, and when
-it misses the budget — or lands more than :data:`SLACK` under it — the target becomes budget × predicted/measured and
-is solved again (at most twice); the least-loss attempt measured within the budget is kept, else the fastest.
+it misses the budget — or lands more than :data:`SLACK` under it — the target becomes budget ×
+predicted/measured and is solved again (at most twice); the least-loss attempt measured within the budget is kept,
+else the fastest.
 """
 from __future__ import annotations
 

@@ -102,7 +102,8 @@ def given_table(file: str) -> tuple[LatencyTable, RuntimeEnv]:
     table = LatencyTable.load(file)
     envs = table.envs()
     if len(envs) != 1:
-        held = "no layer timings" if not envs else f"timings from {len(envs)} environments ({'; '.join(e.key for e in envs)})"
+        held = ("no layer timings" if not envs else
+                f"timings from {len(envs)} environments ({'; '.join(e.key for e in envs)})")
         raise OptionError(f"--latency-table {file} holds {held}; the policy needs one device's costs",
                           fix="pass the latency_table.json written by one `pela-export device-latency BUNDLE` run")
     return table, envs[0]

@@ -23,7 +23,7 @@ from .._io import ensure_writable_dir, write_text_atomic
 from ..errors import ArtifactError, OptionError
 from .backends import BACKEND_CHOICES, CUDA_EP, BackendChoice, OrtRunner, build_options, choose_backend, open_variant
 from .bundle import Bundle
-from .devicebench import _cuda_memory, batch_feeds, check_counts, resolve_axis_sizes
+from .devicebench import _cuda_memory, batch_feeds, check_counts, default_out_dir, resolve_axis_sizes
 from .latency_table import LatencyTable, RuntimeEnv, cpu_model
 from .layer_graphs import RunnerMeasure, p50_ms
 
@@ -106,7 +106,7 @@ def device_latency(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Pa
         raise OptionError(f"unknown backend {backend!r}", fix=f"pass --backend one of: {', '.join(BACKEND_CHOICES)}")
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     host = host_table(b)
-    out = ensure_writable_dir(out_dir if out_dir is not None else Path("pela-device") / b.model_name, "--out")
+    out = ensure_writable_dir(out_dir if out_dir is not None else default_out_dir(b), "--out")
     choice = choose_backend(backend, trt=trt, gpu=gpu)
     if choice.kind == "tensorrt" and device_backend is None:
         choice, device_backend = _cuda_memory(choice, backend)

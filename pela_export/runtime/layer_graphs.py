@@ -140,7 +140,7 @@ def timed(fn: Callable[[], Any], warmup: int, runs: int) -> list[float]:
 
 
 def p50_ms(seconds: list[float], batch: int) -> float:
-    """The median in ms, by the project's one percentile definition (:class:`~pela_export.measure.stats.LatencyStats`)."""
+    """The median in ms, by the project's one percentile definition (:class:`..measure.stats.LatencyStats`)."""
     from ..measure.stats import LatencyStats
 
     return float(LatencyStats.from_seconds(seconds, batch=batch).p50_ms)

@@ -98,8 +98,8 @@ def _device_table(run, slower: str) -> tuple[LatencyTable, dict]:
     slow_keys = set()
     table = LatencyTable()
     for key, (op, ranks, batch) in host.layers().items():
-        slow = any(r["name"].endswith(slower) and (r["in_features"], r["out_features"]) == (op.in_features, op.out_features)
-                   for r in layers)
+        shape = (op.in_features, op.out_features)
+        slow = any(r["name"].endswith(slower) and (r["in_features"], r["out_features"]) == shape for r in layers)
         slow_keys |= {key} if slow else set()
         table.entries[f"{DEVICE.key}|{key}"] = Entry(op, DEVICE, batch, 1.0,
                                                      {r: (1.5 + r / 1000 if slow else 0.1 + r / 1000) for r in ranks})
