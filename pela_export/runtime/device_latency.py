@@ -113,6 +113,12 @@ def device_latency(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Pa
     if choice.fallback_reason:
         say(f"note: {choice.fallback_reason}")
     precision = _check_precision(precision, choice)
+    variant = f"original.{precision or 'fp32'}"
+    if variant not in b.variants():  # before any timing: the whole model is timed at the table's precision
+        raise OptionError(f"the bundle has no {variant} variant to time the whole original model at "
+                          f"{precision or 'fp32'}", where=str(b.source),
+                          fix=f"pass --precision {'fp32' if precision != 'fp32' else 'fp16'} if the bundle has that "
+                              f"variant (it has: {', '.join(b.variants())}), or re-package with that precision")
     kw = {"device_backend": device_backend, "cache_dir": engine_cache, "threads": threads}
     env, opener = _runtime(choice, precision, threads, kw, b)
     measure = RunnerMeasure(opener, warmup, runs)
@@ -122,7 +128,6 @@ def device_latency(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Pa
     for i, (key, (op, ranks, batch)) in enumerate(layers.items(), 1):
         say(f"  [{i}/{len(layers)}] {key}: dense + {len(ranks)} ranks")
         table.ensure([op], env, measure, batch, grids={key: ranks})
-    variant = f"original.{precision or 'fp32'}"
     sizes = resolve_axis_sizes(b, None)
     models = {k: v for e in host.envs() for k, v in host.models_of(e).items()}
     for model_key in models:

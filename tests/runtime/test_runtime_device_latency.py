@@ -79,6 +79,15 @@ def test_a_bundle_without_a_table_and_bad_options_are_errors(bundle_copy: Path, 
     assert "--rank-policy latency" in str(err.value.fix)
     with pytest.raises(OptionError, match="ONNX Runtime tables are fp32"):
         device_latency(_with_table(bundle_copy), tmp_path / "dev", backend="onnxruntime", precision="fp16", runs=30)
+    deploy = json.loads((bundle_copy / "deploy.json").read_text())
+    del deploy["variants"]["original.fp16"]  # a bundle packaged without fp16: said before any layer is timed
+    (bundle_copy / "deploy.json").write_text(json.dumps(deploy))
+    write_sums(bundle_copy)
+    trt = make_fake_tensorrt("10.3.0")
+    with pytest.raises(OptionError, match="no original.fp16 variant") as err:
+        device_latency(bundle_copy, tmp_path / "dev", backend="tensorrt", trt=trt, device_backend=HostBackend(ORIN),
+                       gpu=ORIN, runs=30)
+    assert "--precision fp32" in str(err.value.fix) and not trt._fake.plans
     with pytest.raises(OptionError, match="--runs"):
         device_latency(bundle_copy, tmp_path / "dev", backend="onnxruntime", runs=3)
     assert not (tmp_path / "dev" / "latency_table.json").exists()
