@@ -111,6 +111,7 @@ def sweep(base: dict[str, Any], grid: Grid, out: str | None = None, *, budget_mi
                         not_run=result.not_run, reused=result.reused,
                         choices=plan.choices + [why for _, why in result.stale],
                         latency_options=latency_policy_options())
+    summary["environment"] = measured_with()
     if summary["points"]:
         try:
             from .chart import draw
@@ -159,6 +160,14 @@ def check_train(train: TrainTop, base: dict[str, Any], points: list[Any]) -> Non
     first = next(p for p in points if p.model != ORIGINAL)
     RunConfig.of(**base, **first.compress_kwargs(), precisions=(first.precision,), batch_sizes=(1,),
                  train=train.config, train_data=train.data)
+
+
+def measured_with() -> dict[str, Any]:
+    """Where and with what the sweep measured (versions, CPUs, date): a committed sweep.json says what reproduces it."""
+    from .. import __version__
+    from ..measure import environment_info
+
+    return {"pela_export": __version__, **environment_info()}
 
 
 def print_summary(summary: dict[str, Any]) -> None:

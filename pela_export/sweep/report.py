@@ -144,6 +144,11 @@ def markdown(summary: Mapping[str, Any]) -> str:
              f"Latency: ONNX Runtime CPU p50 at batch 1, {s.get('threads') or 'all'} thread(s): {how}. Score: {summary['metric']} on {s.get('data') or 'the model’s data'}, "
              "against the original FP32 model. Front: no other point is at least as fast and as accurate and "
              "better in one.", ""]
+    env = summary.get("environment")
+    if isinstance(env, Mapping):
+        lines += [f"Measured {env.get('date')} with pela-export {env.get('pela_export')}, ONNX Runtime "
+                  f"{env.get('onnxruntime')}, torch {env.get('torch')}, on {env.get('usable_cpus')} usable CPU(s) "
+                  f"({env.get('platform')}).", ""]
     if summary.get("chart"):
         lines += [f"![latency vs score]({summary['chart']})", ""]
     elif summary.get("chart_skipped"):

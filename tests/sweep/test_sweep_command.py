@@ -21,7 +21,13 @@ def test_sweep_writes_json_markdown_and_chart_and_resumes(tmp_path: Path) -> Non
     assert sorted(runner.calls) == ["k2-ratio-svd-fp32", "k3-ratio-svd-fp32", "original-fp32"]
     saved = json.loads((tmp_path / "sweep.json").read_text())
     assert saved["front"] == summary["front"] and saved["chart"] == "sweep.png" and (tmp_path / "sweep.png").is_file()
-    assert "![latency vs score](sweep.png)" in (tmp_path / "sweep.md").read_text()
+    md = (tmp_path / "sweep.md").read_text()
+    assert "![latency vs score](sweep.png)" in md
+    import onnxruntime
+
+    env = saved["environment"]  # what measured it, for a committed result
+    assert env["onnxruntime"] == onnxruntime.__version__ and env["pela_export"] and env["date"]
+    assert f"ONNX Runtime {onnxruntime.__version__}" in md
     again = FakeRunner()
     assert sweep(BASE, Grid(ratios=(2, 3)), str(tmp_path), runner=again, model_name="toy")["reused"] == \
         ["k2-ratio-svd-fp32", "original-fp32", "k3-ratio-svd-fp32"]
