@@ -85,9 +85,13 @@ def _runtime(choice: BackendChoice, precision: str | None, threads: int | None,
 
     ort = _onnxruntime()
     cuda = CUDA_EP in ort.get_available_providers()
-    gpu_name = getattr(choice.gpu, "name", None) if choice.gpu is not None else None
-    env = RuntimeEnv("onnxruntime-cuda" if cuda else "onnxruntime-cpu", str(ort.__version__),
-                     str(gpu_name) if cuda and gpu_name else cpu_model(), int(threads or 0))
+    device = cpu_model()
+    if cuda:  # the CUDA provider's tables belong to the GPU (--backend onnxruntime resolves no GPU itself)
+        from .device import local_gpu
+
+        device = str((choice.gpu if choice.gpu is not None else local_gpu()).name)
+    env = RuntimeEnv("onnxruntime-cuda" if cuda else "onnxruntime-cpu", str(ort.__version__), device,
+                     int(threads or 0))
     return env, lambda path: OrtRunner(path, use_cuda=cuda, threads=threads)
 
 

@@ -129,3 +129,17 @@ def test_cli_runs_without_torch_and_names_the_onnx_install(bundle_copy: Path, tm
     else:
         assert result[1] == "2" and "pip install onnx" in done.stderr
         assert not (tmp_path / "dev" / "latency_table.json").exists()
+
+
+def test_an_onnxruntime_cuda_table_is_labelled_with_the_gpu(bundle_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pela_export.export.runtime import _onnxruntime
+    from pela_export.runtime import device as device_mod
+    from pela_export.runtime.backends import BackendChoice
+    from pela_export.runtime.bundle import Bundle
+    from pela_export.runtime.device_latency import _runtime
+
+    monkeypatch.setattr(_onnxruntime(), "get_available_providers", lambda: ["CUDAExecutionProvider",
+                                                                          "CPUExecutionProvider"])
+    monkeypatch.setattr(device_mod, "local_gpu", lambda: ORIN)
+    env, _ = _runtime(BackendChoice("onnxruntime"), None, None, {}, Bundle.load(bundle_copy))
+    assert (env.runtime, env.device) == ("onnxruntime-cuda", "Orin (nvgpu)")
