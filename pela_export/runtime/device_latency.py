@@ -21,9 +21,9 @@ from typing import Any
 
 from .._io import ensure_writable_dir, write_text_atomic
 from ..errors import ArtifactError, OptionError
-from .backends import BACKEND_CHOICES, CUDA_EP, BackendChoice, OrtRunner, build_options, choose_backend, open_variant
+from .backends import BACKEND_CHOICES, CUDA_EP, BackendChoice, OrtRunner, build_options, open_variant
 from .bundle import Bundle
-from .devicebench import _cuda_memory, batch_feeds, check_counts, default_out_dir, resolve_axis_sizes
+from .devicebench import batch_feeds, check_counts, default_out_dir, resolve_axis_sizes, resolve_backend
 from .latency_table import LatencyTable, RuntimeEnv, cpu_model
 from .layer_graphs import RunnerMeasure, p50_ms
 
@@ -111,11 +111,7 @@ def device_latency(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Pa
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     host = host_table(b)
     out = ensure_writable_dir(out_dir if out_dir is not None else default_out_dir(b), "--out")
-    choice = choose_backend(backend, trt=trt, gpu=gpu)
-    if choice.kind == "tensorrt" and device_backend is None:
-        choice, device_backend = _cuda_memory(choice, backend)
-    if choice.fallback_reason:
-        say(f"note: {choice.fallback_reason}")
+    choice, device_backend = resolve_backend(backend, trt=trt, gpu=gpu, device_backend=device_backend, say=say)
     precision = _check_precision(precision, choice)
     variant = f"original.{precision or 'fp32'}"
     if variant not in b.variants():  # before any timing: the whole model is timed at the table's precision

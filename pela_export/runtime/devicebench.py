@@ -180,6 +180,17 @@ def _cuda_memory(choice: BackendChoice, requested: str) -> tuple[BackendChoice, 
                                                             "TensorRT", gpu=choice.gpu), None
 
 
+def resolve_backend(backend: str, *, trt: ModuleType | None, gpu: Any, device_backend: Any,
+                    say: LogFn) -> tuple[BackendChoice, Any]:
+    """What will run and, for TensorRT, its CUDA memory provider; an automatic fallback is said once."""
+    choice = choose_backend(backend, trt=trt, gpu=gpu)
+    if choice.kind == "tensorrt" and device_backend is None:
+        choice, device_backend = _cuda_memory(choice, backend)
+    if choice.fallback_reason:
+        say(f"note: {choice.fallback_reason}")
+    return choice, device_backend
+
+
 def _variant_entry(bundle: Bundle, name: str, runner: Runner, golden: dict[str, Any], latency: dict[str, Any],
                    fallback: str | None) -> dict[str, Any]:
     v = bundle.variant(name)
@@ -220,11 +231,7 @@ def device_bench(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Path
     for n in names:
         b.variant(n)  # unknown names fail before any work
     out = ensure_writable_dir(out_dir if out_dir is not None else default_out_dir(b), "--out")
-    choice = choose_backend(backend, trt=trt, gpu=gpu)
-    if choice.kind == "tensorrt" and device_backend is None:
-        choice, device_backend = _cuda_memory(choice, backend)
-    if choice.fallback_reason:
-        say(f"note: {choice.fallback_reason}")
+    choice, device_backend = resolve_backend(backend, trt=trt, gpu=gpu, device_backend=device_backend, say=say)
     device = dict(facts) if facts is not None else device_facts(trt=choice.trt, gpu=choice.gpu)
     device.update(backend=choice.kind, fallback_reason=choice.fallback_reason)
     kw = {"device_backend": device_backend, "cache_dir": engine_cache, "threads": threads}
