@@ -132,12 +132,17 @@ class BackendChoice:
     gpu: Any = None
 
 
+def check_backend(requested: str) -> None:
+    """OptionError naming the choices for an unknown ``--backend`` (before any bundle is unpacked)."""
+    if requested not in BACKEND_CHOICES:
+        raise OptionError(f"unknown backend {requested!r}", fix=f"pass --backend one of: {', '.join(BACKEND_CHOICES)}")
+
+
 def choose_backend(requested: str, *, trt: ModuleType | None = None, gpu: Any = None) -> BackendChoice:
     """Resolve ``auto|tensorrt|onnxruntime`` on this machine; ``tensorrt`` is never silently replaced."""
     from ..tensorrt._trt import TRT_FIX, TRT_MISSING, tensorrt_available
 
-    if requested not in BACKEND_CHOICES:
-        raise OptionError(f"unknown backend {requested!r}", fix=f"pass --backend one of: {', '.join(BACKEND_CHOICES)}")
+    check_backend(requested)
     if requested == "onnxruntime":
         return BackendChoice("onnxruntime")
     reason = None

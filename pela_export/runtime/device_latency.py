@@ -21,7 +21,7 @@ from typing import Any
 
 from .._io import ensure_writable_dir, write_text_atomic
 from ..errors import ArtifactError, OptionError
-from .backends import BACKEND_CHOICES, CUDA_EP, BackendChoice, OrtRunner, build_options, open_variant
+from .backends import CUDA_EP, BackendChoice, OrtRunner, build_options, check_backend, open_variant
 from .bundle import Bundle
 from .devicebench import batch_feeds, check_counts, default_out_dir, resolve_axis_sizes, resolve_backend
 from .latency_table import LatencyTable, RuntimeEnv, cpu_model
@@ -106,8 +106,7 @@ def device_latency(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Pa
     """
     say = log_fn or print
     check_counts(warmup, runs)
-    if backend not in BACKEND_CHOICES:
-        raise OptionError(f"unknown backend {backend!r}", fix=f"pass --backend one of: {', '.join(BACKEND_CHOICES)}")
+    check_backend(backend)
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     host = host_table(b)
     out = ensure_writable_dir(out_dir if out_dir is not None else default_out_dir(b), "--out")
@@ -129,15 +128,15 @@ def device_latency(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Pa
         say(f"  [{i}/{len(layers)}] {key}: dense + {len(ranks)} ranks")
         table.ensure([op], env, measure, batch, grids={key: ranks})
     sizes = resolve_axis_sizes(b, None)
-    models = {k: v for e in host.envs() for k, v in host.models_of(e).items()}
-    for model_key in models:
-        batch = model_batch(model_key)
+    model_keys = sorted({k for e in host.envs() for k in host.models_of(e)})
+    if model_keys:  # one runner (one engine) for every batch the workstation timed the model at
         runner = open_variant(b, variant, choice, **kw)
         inputs, _ = b.golden(variant)
-        feeds = batch_feeds(inputs, batch, sizes, b)
-        ms = p50_ms(list(runner.time(feeds, warmup, runs)), batch)
-        table.set_model_ms(env, model_key, ms)
-        say(f"  whole model ({variant}, batch {batch}): {ms:.4f} ms")
+        for model_key in model_keys:
+            batch = model_batch(model_key)
+            ms = p50_ms(list(runner.time(batch_feeds(inputs, batch, sizes, b), warmup, runs)), batch)
+            table.set_model_ms(env, model_key, ms)
+            say(f"  whole model ({variant}, batch {batch}): {ms:.4f} ms")
     path = table.save(out / TABLE_NAME)
     write_text_atomic(out / SUMMARY_NAME, render_table_markdown(table, env, b.model_name))
     say(f"device latency table written: {path}\n  on the workstation: pela-export run MODEL --rank-policy latency "

@@ -22,7 +22,7 @@ import numpy as np
 
 from .._io import ensure_writable_dir, write_json_atomic, write_text_atomic
 from ..errors import OptionError, PelaExportError
-from .backends import BACKEND_CHOICES, BackendChoice, OrtRunner, Runner, choose_backend, open_variant
+from .backends import BackendChoice, OrtRunner, Runner, check_backend, choose_backend, open_variant
 from .bundle import Bundle
 from .report_md import render_device_markdown
 from .schema import DEVICE_REPORT_KIND, DEVICE_REPORT_SCHEMA_VERSION, validate_device_report
@@ -221,8 +221,7 @@ def device_bench(bundle: Bundle | str | os.PathLike[str], out_dir: str | os.Path
 
     say = log_fn or log
     check_counts(warmup, runs)  # option errors before any unpacking or hashing
-    if backend not in BACKEND_CHOICES:
-        raise OptionError(f"unknown backend {backend!r}", fix=f"pass --backend one of: {', '.join(BACKEND_CHOICES)}")
+    check_backend(backend)
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     batches = resolve_batch_sizes(b, batch_sizes)
     sizes = resolve_axis_sizes(b, sequence_length)

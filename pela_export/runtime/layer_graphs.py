@@ -105,17 +105,18 @@ def layer_graph(op: LayerOp, rank: int | None) -> Any:
 
 @dataclass(frozen=True)
 class OrtMeasure:
-    """The default ``measure``: median ms of ``runs`` timed ``session.run`` calls after ``warmup`` ones."""
+    """The workstation's ``measure``: :class:`RunnerMeasure` on an ONNX Runtime CPU session at the env's threads."""
 
     warmup: int = 5
     runs: int = 30
 
     def __call__(self, op: LayerOp, rank: int | None, env: RuntimeEnv) -> float:
-        from ..export.runtime import ort_session
+        from .backends import OrtRunner
 
-        sess = ort_session(layer_graph(op, rank).SerializeToString(), threads=env.threads)
-        feeds = layer_feeds(op)
-        return p50_ms(timed(lambda: sess.run(None, feeds), self.warmup, self.runs), op.feed_shape[0])
+        def open_cpu(path: Path) -> Any:
+            return OrtRunner(path, use_cuda=False, threads=env.threads)
+
+        return RunnerMeasure(open_cpu, self.warmup, self.runs)(op, rank, env)
 
 
 def layer_feeds(op: LayerOp) -> dict[str, Any]:
@@ -123,20 +124,6 @@ def layer_feeds(op: LayerOp) -> dict[str, Any]:
     import numpy as np
 
     return {"x": np.random.default_rng(0).standard_normal(op.feed_shape).astype(np.float32)}
-
-
-def timed(fn: Callable[[], Any], warmup: int, runs: int) -> list[float]:
-    """Seconds of ``runs`` calls of ``fn`` after ``warmup`` untimed ones."""
-    import time
-
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def p50_ms(seconds: list[float], batch: int) -> float:
